@@ -1,0 +1,47 @@
+"""Shared test helpers: running the CLI in-process, locating the shared real data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("DJEPA_SHARED_DATA", REPO.parent / "shared" / "data"))
+CIFAR_ARCHIVE = SHARED_DATA / "cifar10-jpeg.tar.gz"
+
+# Two cores: keep torch from oversubscribing when tests run beside other work.
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+class CliResult:
+    def __init__(self, code: int, out: str, err: str):
+        self.code, self.out, self.err = code, out, err
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run `djepa-bench ARGS...` in this process; returns exit code, stdout and stderr."""
+    from djepa_bench.cli import main
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def cifar10_root() -> Path:
+    """Folder holding the shared CIFAR-10 JPEG archive; skips when it is absent."""
+    if not CIFAR_ARCHIVE.is_file():
+        pytest.skip(f"real CIFAR-10 archive not found at {CIFAR_ARCHIVE}")
+    return SHARED_DATA
