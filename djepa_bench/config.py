@@ -1,4 +1,4 @@
-"""Typed configuration: dataclasses per section, YAML presets and `--set key.sub=value` overrides."""
+"""Typed configuration: dataclasses per section, YAML presets, `--set key.sub=value` overrides."""
 
 from __future__ import annotations
 

@@ -283,7 +283,7 @@ def _load_fashion_mnist(spec: DatasetSpec, split: str, root: Path, download: boo
 DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec
     for spec in [
-        DatasetSpec("digits", "scikit-learn 8x8 digits upsampled to 16x16 (embedded, offline default)",
+        DatasetSpec("digits", "scikit-learn 8x8 digits to 16x16 (embedded, offline default)",
                     10, 16, 1, (0.3,), (0.38,), False, _load_digits),
         DatasetSpec("synthetic", "procedural colour gratings, 10 learnable classes (for tests)",
                     10, 16, 3, (0.5, 0.5, 0.5), (0.2, 0.2, 0.2), False, _load_synthetic),
@@ -299,7 +299,7 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec("svhn", "SVHN digits, 32x32, 73k/26k (torchvision)",
                     10, 32, 3, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), True,
                     _load_svhn),
-        DatasetSpec("fashion-mnist", "Fashion-MNIST, 28x28 grey, 60k/10k (idx files or torchvision)",
+        DatasetSpec("fashion-mnist", "Fashion-MNIST, 28x28 grey, 60k/10k (idx or torchvision)",
                     10, 28, 1, (0.2860,), (0.3530,), True, _load_fashion_mnist),
     ]
 }  # fmt: skip
