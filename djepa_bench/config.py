@@ -114,6 +114,7 @@ class KnnConfig:
     k: list[int] = field(default_factory=lambda: [10, 20, 100, 200])
     temperature: float = 0.07
     weighting: str = "dino"  # dino (exp(s/T)) | uniform (majority vote)
+    backend: str = "auto"  # auto (FAISS when installed) | faiss | torch
 
 
 @dataclass
@@ -127,6 +128,8 @@ class LinearConfig:
     batch_size: int = 1024
     val_fraction: float = 0.1
     seed: int = 0
+    momentum: float = 0.9  # SGD only
+    refit: bool = True  # retrain the selected (lr, wd) on all of train before testing
 
 
 @dataclass
@@ -137,6 +140,12 @@ class LowShotConfig:
     percents: list[float] = field(default_factory=list)
     trials: int = 5
     knn: bool = True
+    knn_k: int = 20  # capped at the number of labelled images
+    cs: list[float] = field(default_factory=lambda: [1e-3, 1e-2, 1e-1, 1.0, 10.0])
+    cv_min_shots: int = 5  # pick C by stratified CV when every class has this many shots
+    default_c: float = 1.0  # C used below cv_min_shots
+    max_iter: int = 1000
+    seed: int = 0
 
 
 @dataclass
@@ -180,6 +189,7 @@ class EvalConfig:
     batch_size: int = 256
     device: str = "auto"
     cache: bool = True
+    cache_dir: str | None = None  # feature cache; default <DJEPA_CACHE_DIR>/features
     knn: KnnConfig = field(default_factory=KnnConfig)
     linear: LinearConfig = field(default_factory=LinearConfig)
     lowshot: LowShotConfig = field(default_factory=LowShotConfig)
