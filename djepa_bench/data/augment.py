@@ -41,25 +41,32 @@ def random_resized_crop(
 ) -> torch.Tensor:
     """Crop a random box from each float image and resize it to out_size (bilinear)."""
     n, _, height, width = images.shape
-    boxes = sample_crop_boxes(n, height, width, scale, ratio, generator).to(images.device)
-    rois = torch.cat([torch.arange(n, device=images.device, dtype=boxes.dtype)[:, None], boxes], 1)
-    return roi_align(images, rois.to(images.dtype), out_size, 1.0, sampling_ratio=2, aligned=True)
+    boxes = sample_crop_boxes(n, height, width, scale, ratio, generator)
+    # One bilinear sample per output pixel is exact when upsampling; average more points per
+    # output pixel only when a crop is larger than the output (downsampling).
+    largest = float((boxes[:, 2:] - boxes[:, :2]).max())
+    sampling_ratio = max(1, math.ceil(largest / out_size))
+    rois = torch.cat([torch.arange(n, dtype=boxes.dtype)[:, None], boxes], 1)
+    rois = rois.to(device=images.device, dtype=images.dtype)
+    return roi_align(images, rois, out_size, 1.0, sampling_ratio=sampling_ratio, aligned=True)
 
 
 def random_hflip(images: torch.Tensor, generator: torch.Generator, p: float = 0.5) -> torch.Tensor:
-    """Mirror each image left-right with probability p."""
-    flip = (torch.rand(images.shape[0], generator=generator) < p).to(images.device)
-    return torch.where(flip[:, None, None, None], images.flip(-1), images)
+    """Mirror each image left-right with probability p, in place; returns `images`."""
+    flip = (torch.rand(images.shape[0], generator=generator) < p).nonzero().squeeze(1)
+    flip = flip.to(images.device)
+    images[flip] = images[flip].flip(-1)
+    return images
 
 
 def to_normalised_float(
     images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]
 ) -> torch.Tensor:
     """uint8 (0-255) -> float, normalised per channel with (mean, std) given on the 0-1 scale."""
-    x = images.float() / 255.0
-    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-    return (x - m) / s
+    std_t = torch.tensor(std, device=images.device, dtype=torch.float32).view(1, -1, 1, 1)
+    mean_t = torch.tensor(mean, device=images.device, dtype=torch.float32).view(1, -1, 1, 1)
+    # (x / 255 - mean) / std as one fused multiply-add.
+    return torch.addcmul(-mean_t / std_t, images.float(), 1.0 / (255.0 * std_t))
 
 
 def resize(images: torch.Tensor, size: int) -> torch.Tensor:

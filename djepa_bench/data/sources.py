@@ -99,11 +99,10 @@ def synthetic_images(
     yy, xx = torch.meshgrid(coords, coords, indexing="ij")
     proj = xx[None] * torch.cos(angle)[:, None, None] + yy[None] * torch.sin(angle)[:, None, None]
     wave = torch.sin(torch.pi * freq[:, None, None] * proj + phase[:, None, None])
-    hue = torch.stack(
-        [(labels % 2).float(), ((labels // 2) % 2).float(), ((labels // 4) % 2).float()], 1
-    )
-    colour = 0.35 + 0.5 * hue
-    images = 0.5 + 0.4 * wave[:, None] * colour[:, :, None, None]
+    # A distinct base colour per class (points on a colour wheel) plus the grating.
+    turn = labels.float()[:, None] / num_classes + torch.tensor([0.0, 1 / 3, 2 / 3])
+    colour = 0.5 + 0.25 * torch.cos(2 * torch.pi * turn)
+    images = colour[:, :, None, None] + 0.25 * wave[:, None]
     images = images + 0.08 * torch.randn(images.shape, generator=gen)
     return (images.clamp(0, 1) * 255).round().to(torch.uint8), labels
 
