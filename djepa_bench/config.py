@@ -122,7 +122,8 @@ class LinearConfig:
     """Linear-probe settings."""
 
     lrs: list[float] = field(default_factory=lambda: [1e-3, 3e-3, 1e-2, 3e-2])
-    weight_decays: list[float] = field(default_factory=lambda: [0.0, 1e-4, 1e-3])
+    # Decoupled (AdamW-style) decay: lr * wd per step, so useful values are larger than L2s.
+    weight_decays: list[float] = field(default_factory=lambda: [0.0, 1e-3, 1e-2, 1e-1])
     optimizer: str = "adamw"  # adamw | sgd
     epochs: int = 100
     batch_size: int = 1024
