@@ -1,0 +1,248 @@
+"""JEPA predictor: a narrow transformer from context tokens to target-token embeddings.
+
+One sequence per image serves every target block and both objectives:
+`[proj(z_ctx) + pos(C)] ++ [mask_token + pos(T_m)]_m ++ [proj_in(z_t) + pos(T_q)]_q`.
+Context tokens attend only to (real) context tokens; each query group (a target block's
+mask-token queries, or one noisy draw of a target block) attends to the context and to
+itself. So the groups never see one another and the mask-token outputs are exactly what
+an I-JEPA predictor without the noisy groups computes: with lambda_diff = 0 D-JEPA is
+I-JEPA by construction.
+
+D-JEPA's noisy queries are conditioned on their noise level through a sinusoidal
+embedding -> MLP -> per-block adaLN-Zero modulation (shift, scale, gate for attention and
+MLP, DiT style). The modulation layers start at zero and the residual gate is `1 + gate`,
+so at initialisation every block is the shared unconditioned block; context and
+mask-token queries are never modulated.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from timm.layers import trunc_normal_
+from timm.models.vision_transformer import Block
+from torch import nn
+
+from djepa_bench.config import ModelConfig
+from djepa_bench.errors import UserError
+from djepa_bench.models.common import (
+    gather_tokens,
+    init_weights,
+    rescale_residual_branches,
+    sincos_pos_embed,
+)
+
+METHODS = ("ijepa", "djepa")
+
+
+class ModulatedBlock(Block):
+    """A timm Block whose normed inputs and residual branches can be modulated per token."""
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+        modulation: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """modulation (B, L, 6D) = shift/scale/gate for attention then MLP; None: plain Block."""
+        if modulation is None:
+            return super().forward(x, attn_mask=attn_mask)
+        shift1, scale1, gate1, shift2, scale2, gate2 = modulation.chunk(6, dim=-1)
+        h = self.norm1(x) * (1 + scale1) + shift1
+        x = x + self.drop_path1(self.ls1(self.attn(h, attn_mask=attn_mask)) * (1 + gate1))
+        h = self.norm2(x) * (1 + scale2) + shift2
+        return x + self.drop_path2(self.ls2(self.mlp(h)) * (1 + gate2))
+
+
+class TimestepEmbedder(nn.Module):
+    """Integer noise level t -> sinusoidal features -> MLP (DiT's timestep embedder)."""
+
+    def __init__(self, dim: int, frequency_dim: int = 256):
+        super().__init__()
+        self.frequency_dim = frequency_dim
+        self.mlp = nn.Sequential(nn.Linear(frequency_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        half = self.frequency_dim // 2
+        freqs = torch.exp(
+            -math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half
+        )
+        args = t.float()[..., None] * freqs
+        features = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+        return self.mlp(features.to(self.mlp[0].weight.dtype))
+
+
+@dataclass
+class PredictorOutput:
+    """Predicted target embeddings: from mask-token queries and from noisy queries."""
+
+    masked: torch.Tensor | None  # (B, M, T, D_encoder)
+    denoised: torch.Tensor | None  # (B, Q, T, D_encoder), the x0 estimate
+
+
+class Predictor(nn.Module):
+    """Predicts target-token embeddings from context tokens (and noisy targets for D-JEPA)."""
+
+    def __init__(
+        self,
+        grid_size: int,
+        encoder_dim: int,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        diffusion: bool,
+        mlp_ratio: float = 4.0,
+        drop_path: float = 0.0,
+    ):
+        super().__init__()
+        self.grid_size = grid_size
+        self.num_patches = grid_size**2
+        self.encoder_dim = encoder_dim
+        self.dim = dim
+        self.diffusion = diffusion
+        self.context_proj = nn.Linear(encoder_dim, dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.register_buffer("pos_embed", sincos_pos_embed(grid_size, dim), persistent=False)
+        rates = torch.linspace(0, drop_path, depth).tolist()
+        self.blocks = nn.ModuleList(
+            ModulatedBlock(dim, num_heads, mlp_ratio, qkv_bias=True, drop_path=rate)
+            for rate in rates
+        )
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.out_proj = nn.Linear(dim, encoder_dim)
+        # Shared modules are initialised before the diffusion ones are created, so I-JEPA and
+        # D-JEPA predictors built from the same seed start with identical shared weights.
+        self.apply(init_weights)
+        trunc_normal_(self.mask_token, std=0.02)
+        rescale_residual_branches(self.blocks)
+        if diffusion:
+            self.noisy_proj = nn.Linear(encoder_dim, dim)
+            self.time_embed = TimestepEmbedder(dim)
+            self.modulation = nn.ModuleList(
+                nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim)) for _ in range(depth)
+            )
+            for module in (self.noisy_proj, self.time_embed):
+                module.apply(init_weights)
+            for layer in self.modulation:
+                nn.init.zeros_(layer[1].weight)
+                nn.init.zeros_(layer[1].bias)
+
+    def forward(
+        self,
+        z_ctx: torch.Tensor,
+        ctx_idx: torch.Tensor,
+        ctx_valid: torch.Tensor | None = None,
+        target_idx: torch.Tensor | None = None,
+        noisy_idx: torch.Tensor | None = None,
+        noisy: torch.Tensor | None = None,
+        noise_level: torch.Tensor | None = None,
+    ) -> PredictorOutput:
+        """Predict target embeddings.
+
+        z_ctx (B, L, De) context-encoder tokens at ctx_idx (B, L), ctx_valid (B, L) marking
+        real (not padding) tokens; target_idx (B, M, T): mask-token queries per target block;
+        noisy_idx (B, Q, T), noisy (B, Q, T, De) and noise_level (B, Q): noisy queries.
+        """
+        batch, num_ctx = ctx_idx.shape
+        pos = self.pos_embed.to(z_ctx.dtype).expand(batch, -1, -1)
+        parts = [self.context_proj(z_ctx) + gather_tokens(pos, ctx_idx)]
+        groups = [torch.full((num_ctx,), -1, dtype=torch.long)]
+        num_masked = num_noisy = 0
+        if target_idx is not None:
+            num_masked, tokens_per_block = target_idx.shape[1], target_idx.shape[2]
+            flat = target_idx.reshape(batch, -1)
+            parts.append(self.mask_token.to(z_ctx.dtype) + gather_tokens(pos, flat))
+            groups.append(torch.arange(num_masked).repeat_interleave(tokens_per_block))
+        modulation_tokens = None
+        if noisy is not None:
+            if not self.diffusion:
+                raise ValueError("this predictor was built without diffusion (method ijepa)")
+            num_noisy, noisy_tokens = noisy_idx.shape[1], noisy_idx.shape[2]
+            flat = noisy_idx.reshape(batch, -1)
+            parts.append(self.noisy_proj(noisy.reshape(batch, -1, noisy.shape[-1])))
+            parts[-1] = parts[-1] + gather_tokens(pos, flat)
+            groups.append(num_masked + torch.arange(num_noisy).repeat_interleave(noisy_tokens))
+            cond = self.time_embed(noise_level.expand(batch, num_noisy))  # (B, Q, D)
+            modulation_tokens = (cond, noisy_tokens)
+        x = torch.cat(parts, dim=1)
+        attn_mask = self._attention_mask(torch.cat(groups).to(x.device), ctx_valid, batch)
+        num_plain = x.shape[1] - (num_noisy * modulation_tokens[1] if modulation_tokens else 0)
+        for i, block in enumerate(self.blocks):
+            modulation = None
+            if modulation_tokens is not None:
+                cond, tokens = modulation_tokens
+                per_block = self.modulation[i](cond)  # (B, Q, 6D)
+                per_token = per_block.repeat_interleave(tokens, dim=1)
+                zeros = per_token.new_zeros(batch, num_plain, per_token.shape[-1])
+                modulation = torch.cat([zeros, per_token], dim=1)
+            x = block(x, attn_mask=attn_mask, modulation=modulation)
+        x = self.out_proj(self.norm(x[:, num_ctx:]))
+        masked = denoised = None
+        if num_masked:
+            masked = x[:, : num_masked * target_idx.shape[2]].reshape(
+                batch, num_masked, target_idx.shape[2], -1
+            )
+        if num_noisy:
+            denoised = x[:, num_plain - num_ctx :].reshape(batch, num_noisy, noisy_idx.shape[2], -1)
+        return PredictorOutput(masked=masked, denoised=denoised)
+
+    @staticmethod
+    def _attention_mask(
+        groups: torch.Tensor, ctx_valid: torch.Tensor | None, batch: int
+    ) -> torch.Tensor:
+        """(B, 1, L, L) bool: every token sees real context keys; queries also see their group."""
+        is_ctx = groups < 0
+        key_ctx = is_ctx.expand(batch, -1)
+        if ctx_valid is not None:
+            key_ctx = key_ctx.clone()
+            key_ctx[:, : ctx_valid.shape[1]] = ctx_valid
+        same_group = (groups[:, None] == groups[None, :]) & ~is_ctx[:, None]
+        return (key_ctx[:, None, :] | same_group[None]).unsqueeze(1)
+
+    def predict_masked(
+        self,
+        z_ctx: torch.Tensor,
+        ctx_idx: torch.Tensor,
+        target_idx: torch.Tensor,
+        ctx_valid: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """I-JEPA prediction from mask tokens: (B, M, T, De) for target_idx (B, M, T)."""
+        return self(z_ctx, ctx_idx, ctx_valid, target_idx=target_idx).masked
+
+    def denoise(
+        self,
+        z_ctx: torch.Tensor,
+        ctx_idx: torch.Tensor,
+        target_idx: torch.Tensor,
+        noisy: torch.Tensor,
+        noise_level: torch.Tensor,
+        ctx_valid: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x0 estimate (B, Q, T, De) of noisy targets (B, Q, T, De) at levels (B, Q) or (B, 1)."""
+        if noise_level.dim() == 1:
+            noise_level = noise_level[:, None]
+        return self(
+            z_ctx, ctx_idx, ctx_valid, noisy_idx=target_idx, noisy=noisy, noise_level=noise_level
+        ).denoised
+
+
+def build_predictor(model_cfg: ModelConfig, encoder: nn.Module, method: str) -> Predictor:
+    """Build the predictor for `encoder`: with diffusion conditioning when method is djepa."""
+    if method not in METHODS:
+        raise UserError(f"unknown method '{method}'; use ijepa or djepa")
+    if model_cfg.predictor_dim % model_cfg.predictor_heads:
+        raise UserError(
+            f"model.predictor_dim {model_cfg.predictor_dim} is not divisible by "
+            f"model.predictor_heads {model_cfg.predictor_heads}"
+        )
+    return Predictor(
+        grid_size=encoder.grid_size,
+        encoder_dim=encoder.embed_dim,
+        dim=model_cfg.predictor_dim,
+        depth=model_cfg.predictor_depth,
+        num_heads=model_cfg.predictor_heads,
+        diffusion=method == "djepa",
+        drop_path=model_cfg.drop_path,
+    )
