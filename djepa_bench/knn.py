@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from djepa_bench.errors import UserError
+
 _SEARCH_CHUNK = 4096
 
 
@@ -26,7 +28,8 @@ def l2_normalise(features: torch.Tensor) -> torch.Tensor:
     return features / features.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
-def _faiss_search(bank: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _faiss_index(bank: np.ndarray):
+    """An exact inner-product FAISS index holding `bank`, sharded over GPUs when faiss has them."""
     import faiss
 
     index = faiss.IndexFlatIP(bank.shape[1])
@@ -36,8 +39,11 @@ def _faiss_search(bank: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.nda
         options.shard = True
         index = faiss.index_cpu_to_all_gpus(index, co=options)
     index.add(bank)
-    sims, idx = index.search(queries, k)
-    return sims, idx
+    return index
+
+
+def _faiss_search(bank: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    return _faiss_index(bank).search(queries, k)
 
 
 def _torch_search(
@@ -131,3 +137,92 @@ def knn_accuracy(
     num_classes = int(max(bank_labels.max(), query_labels.max())) + 1
     scores = knn_classify(bank, bank_labels, queries, [k], num_classes, temperature)[k]
     return 100.0 * topk_correct(scores, query_labels, 1).double().mean().item()
+
+
+def _use_faiss(backend: str, device: torch.device) -> bool:
+    if backend == "faiss":
+        if not faiss_available():
+            raise UserError("eval.knn.backend=faiss but faiss is not installed; use auto or torch")
+        return True
+    if backend == "torch":
+        return False
+    if backend != "auto":
+        raise UserError(f"unknown eval.knn.backend '{backend}'; use auto, faiss or torch")
+    if not faiss_available():
+        return False
+    import faiss
+
+    # A GPU without faiss-gpu: torch matmul on the GPU beats a CPU FAISS index.
+    has_faiss_gpu = hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0
+    return has_faiss_gpu or device.type != "cuda"
+
+
+class KnnClassifier:
+    """A k-NN classifier over a fixed bank: the index is built once, queried many times.
+
+    Used by the kNN protocol and reused by others (robustness scores corrupted test sets
+    against the same clean bank). Scores follow `knn_scores` (DINO weighting by default).
+    """
+
+    def __init__(
+        self,
+        bank: torch.Tensor,
+        bank_labels: torch.Tensor,
+        num_classes: int,
+        temperature: float = 0.07,
+        weighting: str = "dino",
+        backend: str = "auto",
+        device: str | torch.device = "cpu",
+    ):
+        if weighting not in ("dino", "uniform"):
+            raise UserError(f"unknown eval.knn.weighting '{weighting}'; use dino or uniform")
+        self.num_classes = num_classes
+        self.temperature = temperature
+        self.weighting = weighting
+        self.size = int(bank.shape[0])
+        self.device = torch.device(device)
+        self.use_faiss = _use_faiss(backend, self.device)
+        normed = l2_normalise(bank)
+        if self.use_faiss:
+            self._index = _faiss_index(np.ascontiguousarray(normed.cpu().numpy()))
+            self._bank = None
+            self.labels = bank_labels.long().cpu()
+        else:
+            self._index = None
+            self._bank = normed.to(self.device)
+            self.labels = bank_labels.long().to(self.device)
+
+    def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cosine similarities and bank indices (M, k) of each query's k nearest bank rows."""
+        k = min(k, self.size)
+        queries = l2_normalise(queries)
+        if self._index is not None:
+            sims, idx = self._index.search(np.ascontiguousarray(queries.cpu().numpy()), k)
+            return torch.from_numpy(sims), torch.from_numpy(idx).long()
+        return _torch_search(self._bank, queries.to(self.device), k)
+
+    def scores(self, queries: torch.Tensor, ks: list[int]) -> dict[int, torch.Tensor]:
+        """Class scores (M, C) per k, from one search at max(ks)."""
+        sims, idx = self.search(queries, max(ks))
+        neighbour_labels = self.labels.to(idx.device)[idx]
+        return {
+            k: knn_scores(
+                sims, neighbour_labels, self.num_classes, k, self.temperature, self.weighting
+            )
+            for k in ks
+        }
+
+    def predict(self, queries: torch.Tensor, k: int = 20) -> torch.Tensor:
+        """Predicted class (M,) at one k (ties: the lowest class index)."""
+        return self.scores(queries, [k])[k].argmax(1).cpu()
+
+    def accuracy(
+        self, queries: torch.Tensor, labels: torch.Tensor, ks: list[int], topk=(1, 5)
+    ) -> dict[int, dict[int, float]]:
+        """{k: {1: top-1 %, 5: top-5 %}} for each k, from one search."""
+        out = {}
+        for k, scores in self.scores(queries, ks).items():
+            out[k] = {
+                t: 100.0 * topk_correct(scores, labels, t).double().mean().item() for t in topk
+            }
+        return out

@@ -1,0 +1,256 @@
+"""`djepa-bench eval`: run evaluation protocols on a run, a checkpoint or a reference model.
+
+Records are appended to RUN/results/<protocol>.jsonl (or --out/<protocol>.jsonl) and a
+small summary table is printed. Frozen features are cached on disk and reused.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+import typer
+
+from djepa_bench.errors import UserError
+
+DISPLAY_KEYS = (
+    "shots", "percent", "classifier", "k", "corruption", "severity", "noise_t", "estimator",
+    "steps", "lr", "wd",
+)  # fmt: skip
+
+
+def _log(message: str) -> None:
+    if int(os.environ.get("RANK", "0")) == 0:
+        typer.echo(message, err=True)
+
+
+def _flag_overrides(**pairs: Any) -> list[str]:
+    return [
+        f"{key}={json.dumps(value) if isinstance(value, str) else value}"
+        for key, value in pairs.items()
+        if value is not None
+    ]
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+        if name == "cuda" and "LOCAL_RANK" in os.environ:
+            name = f"cuda:{os.environ['LOCAL_RANK']}"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda asked for but no GPU is visible; use --device cpu")
+    return device
+
+
+def _protocol_names(text: str) -> list[str]:
+    from eval_protocols.registry import get_protocol, protocols
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise UserError("--protocol is empty; e.g. --protocol knn,linear or --protocol all")
+    if "all" in names:
+        return list(protocols())
+    for name in names:
+        get_protocol(name)  # one-line error for an unknown name, before any work
+    return list(dict.fromkeys(names))
+
+
+def _init_distributed(device: torch.device) -> bool:
+    """Join the torchrun process group when launched with WORLD_SIZE > 1."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend)
+    return True
+
+
+def _format_params(params: dict[str, Any]) -> str:
+    return " ".join(f"{k}={params[k]}" for k in DISPLAY_KEYS if params.get(k) is not None)
+
+
+def summary_rows(records: list[dict[str, Any]]) -> list[tuple[str, str, str, str, int]]:
+    """(protocol, setting, metric, value text, n): trials of the same setting averaged."""
+    groups: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+    for r in records:
+        if isinstance(r.get("value"), (int, float)):
+            key = (r["protocol"], _format_params(r.get("params") or {}), r["metric"])
+            groups[key].append(float(r["value"]))
+    rows = []
+    for (protocol, setting, metric), values in groups.items():
+        mean = sum(values) / len(values)
+        text = f"{mean:.2f}"
+        if len(values) > 1:
+            std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+            text += f" ± {std:.2f}"
+        rows.append((protocol, setting or "-", metric, text, len(values)))
+    return rows
+
+
+def print_table(records: list[dict[str, Any]]) -> None:
+    """Print the summary of `records` as aligned columns on stdout."""
+    rows = summary_rows(records)
+    if not rows:
+        typer.echo("no results")
+        return
+    header = ("protocol", "setting", "metric", "value", "n")
+    cells = [header] + [tuple(str(c) for c in row) for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    for row in cells:
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def eval_command(
+    ckpt: Path = typer.Option(
+        None,
+        "--ckpt",
+        help="Run directory (uses its checkpoint.pt) or checkpoint file; a "
+        "djepa-bench checkpoint or an official I-JEPA .pth.tar.",
+    ),
+    model: str = typer.Option(
+        None,
+        "--model",
+        help="Reference model instead of --ckpt: pixels (normalised pixels), "
+        "random:SIZE (seeded untrained ViT, e.g. random:tiny) or timm:NAME.",
+    ),
+    protocol: str = typer.Option(
+        "knn",
+        "--protocol",
+        "-P",
+        help="Protocols to run: a name, a comma list "
+        "(knn,linear,lowshot) or all (see `djepa-bench list protocols`).",
+    ),
+    dataset: str = typer.Option(
+        None,
+        "--dataset",
+        "-d",
+        help="Dataset to evaluate on (default: the run's training "
+        "dataset, else data.dataset); see `djepa-bench list datasets`.",
+    ),
+    data_root: Path = typer.Option(
+        None, "--data-root", help="Folder holding the dataset files (e.g. ../shared/data)."
+    ),
+    overrides: list[str] = typer.Option(
+        None,
+        "--set",
+        "-s",
+        help="Override a config key, e.g. --set eval.knn.k=[10,20] (repeatable).",
+    ),
+    out: Path = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Folder for <protocol>.jsonl records (default RUN/results; required with --model).",
+    ),
+    no_cache: bool = typer.Option(
+        False, "--no-cache", help="Recompute features and do not touch the feature cache."
+    ),
+    encoder: str = typer.Option(
+        None, "--encoder", help="Which encoder of a run: target (default) or context."
+    ),
+    pool: str = typer.Option(
+        None,
+        "--pool",
+        help="Feature pooling: mean (mean of final tokens, default) or last4 "
+        "(concatenated means of the last 4 blocks).",
+    ),
+    device: str = typer.Option(
+        None, "--device", help="auto (GPU when present, default), cpu, cuda or cuda:N."
+    ),
+    pretrained: bool = typer.Option(
+        False,
+        "--pretrained",
+        help="With --model timm:NAME: use timm's pretrained weights "
+        "(from your local cache or the hub; never fetched unless asked).",
+    ),
+    weights: Path = typer.Option(
+        None, "--weights", help="With --model timm:NAME: a local state-dict file to load."
+    ),
+) -> None:
+    """Evaluate frozen features with kNN, linear, low-shot (and other) protocols."""
+    from djepa_bench.data import load_dataset
+    from djepa_bench.encoders import load_subject, make_encoder
+    from djepa_bench.feature_cache import FeatureSource
+    from djepa_bench.records import append_records
+    from eval_protocols.base import EvalContext, ProtocolSkipped
+    from eval_protocols.registry import get_protocol
+
+    names = _protocol_names(protocol)
+    if model is not None and out is None:
+        raise UserError("--model has no run directory; give --out RESULTS_DIR for its records")
+    if (pretrained or weights) and not (model or "").startswith("timm:"):
+        raise UserError("--pretrained and --weights apply to --model timm:NAME only")
+    flags = _flag_overrides(
+        **{
+            "data.dataset": dataset, "data.root": str(data_root) if data_root else None,
+            "eval.encoder": encoder, "eval.pool": pool, "eval.device": device,
+            "eval.cache": False if no_cache else None,
+        }
+    )  # fmt: skip
+    subject = load_subject(
+        ckpt, model, list(overrides or []) + flags, pretrained=pretrained, weights=weights
+    )
+    cfg = subject.config
+    dev = _resolve_device(cfg.eval.device)
+    distributed = _init_distributed(dev)
+    rank0 = not distributed or int(os.environ.get("RANK", "0")) == 0
+    results = Path(out) if out else subject.run_dir / "results"
+
+    splits = {
+        s: load_dataset(cfg.data.dataset, s, cfg.data.root, cfg.data.download, cfg.data.cache_dir)
+        for s in ("train", "test")
+    }
+    first = splits["train"]
+    size = subject.data.get("image_size") or cfg.data.image_size or first.image_size
+    enc = make_encoder(subject, int(size), first.channels, cfg.eval.encoder, cfg.eval.pool, dev)
+    features = FeatureSource(
+        enc, splits, cache_dir=cfg.eval.cache_dir, use_cache=cfg.eval.cache,
+        batch_size=cfg.eval.batch_size, device=dev, distributed=distributed,
+        progress=sys.stderr.isatty() and rank0, log=_log,
+    )  # fmt: skip
+    _log(
+        f"eval {subject.identity.run} ({subject.kind}, encoder={enc.which}, pool={enc.pool}) "
+        f"on {cfg.data.dataset} [{len(splits['train'])} train / {len(splits['test'])} test] "
+        f"device={dev}"
+    )
+    if distributed:
+        # Every rank shares the clean extraction; then rank 0 alone runs the protocols.
+        features.get("train")
+        features.get("test")
+        features.distributed = False
+        if not rank0:
+            return
+    ctx = EvalContext(
+        identity=subject.identity, config=cfg, device=dev, dataset=cfg.data.dataset,
+        splits=splits, features=features, encoder=enc, checkpoint=subject.checkpoint, log=_log,
+    )  # fmt: skip
+    written: list[dict[str, Any]] = []
+    for name in names:
+        try:
+            records = get_protocol(name).run(ctx)
+        except ProtocolSkipped as why:
+            _log(f"{name}: skipped ({why})")
+            continue
+        path = results / f"{name}.jsonl"
+        append_records(path, records)
+        _log(f"{name}: {len(records)} records appended to {path}")
+        written.extend(records)
+    print_table(written)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_command)

@@ -1,0 +1,129 @@
+"""The protocol interface: one `EvalContext` in, a list of result records out.
+
+A protocol is a module in eval_protocols/ with one entry point registered by name:
+
+    from eval_protocols.base import EvalContext, ProtocolSkipped
+    from eval_protocols.registry import register
+
+    @register("knn", "weighted k-NN on frozen features")
+    def run(ctx: EvalContext) -> list[dict]:
+        train = ctx.features.get("train")            # (N, D) float32, cached on disk
+        test = ctx.features.get("test")
+        ...
+        return [ctx.record("knn", "top1", 71.3, {"k": 20, ...}, time_s=...)]
+
+What the context gives a protocol:
+- `identity` (RunIdentity), `config` (the resolved Config: read your own section, e.g.
+  `ctx.config.eval.knn`), `device`, `dataset`, `splits` {"train", "test"} (ImageSplit),
+  `num_classes`, `log(msg)`.
+- `features` (FeatureSource): `get(split)` clean features; `get(split, transform=NAME,
+  batch_transform=fn)` features of transformed images, fn(images, start_index) -> images on
+  the device, deterministic; NAME is part of the cache key. `labels(split)`.
+- `encoder` (djepa_bench.encoders.Encoder): `.encode(images) -> (B, D)`, `.module` (the frozen
+  nn.Module or None for pixels), `.image_size`.
+- `checkpoint`: the loaded checkpoint dict (None for --model pixels/random/timm); a D-JEPA /
+  I-JEPA run's predictor and schedule: `djepa_bench.checkpoint.load_predictor(ctx.checkpoint)`.
+- Shared, memoised within one `eval` (so protocols reuse each other's work):
+  `linear_probe()` -> LinearProbe fitted on clean train features with config.eval.linear
+  (`.logits/.predict/.accuracy/.score` on raw features, `.hparams`);
+  `knn_classifier()` -> KnnClassifier over the clean train features with config.eval.knn
+  (`.scores(queries, ks)`, `.accuracy(queries, labels, ks)`).
+- `record(protocol, metric, value, params, split="test", time_s=0.0)` -> a DESIGN section-3
+  record with the run identity and dataset filled in.
+
+A protocol that does not apply (e.g. denoising on --model pixels) raises ProtocolSkipped
+with a one-line reason; `eval --protocol all` logs it and goes on. Bad settings raise
+UserError. Protocols must not write files: the eval command appends the returned records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from djepa_bench.config import Config
+from djepa_bench.data import ImageSplit
+from djepa_bench.encoders import Encoder
+from djepa_bench.feature_cache import FeatureSource
+from djepa_bench.knn import KnnClassifier
+from djepa_bench.linear_probe import LinearProbe, fit_linear_probe
+from djepa_bench.records import RunIdentity, make_record
+
+__all__ = [
+    "EvalContext",
+    "KnnClassifier",
+    "LinearProbe",
+    "ProtocolSkipped",
+    "fit_linear_probe",
+]
+
+
+class ProtocolSkipped(Exception):
+    """The protocol does not apply to this subject; the message says why (one line)."""
+
+
+@dataclass
+class EvalContext:
+    """Everything a protocol needs about the encoder under evaluation and its data."""
+
+    identity: RunIdentity
+    config: Config
+    device: torch.device
+    dataset: str
+    splits: dict[str, ImageSplit]
+    features: FeatureSource
+    encoder: Encoder
+    checkpoint: dict[str, Any] | None = None
+    log: Callable[[str], None] = field(default=lambda msg: None)
+    shared: dict[str, Any] = field(default_factory=dict)  # memo across protocols
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes of the dataset."""
+        return self.splits["train"].num_classes
+
+    def record(
+        self,
+        protocol: str,
+        metric: str,
+        value: float,
+        params: dict[str, Any] | None = None,
+        split: str = "test",
+        time_s: float = 0.0,
+    ) -> dict[str, Any]:
+        """One result record for this run and dataset."""
+        return make_record(
+            self.identity, dataset=self.dataset, split=split, protocol=protocol,
+            metric=metric, value=value, params=params, time_s=time_s,
+        )  # fmt: skip
+
+    def linear_probe(self) -> LinearProbe:
+        """The linear head on clean train features (config.eval.linear), fitted once per eval."""
+        if "linear_probe" not in self.shared:
+            self.shared["linear_probe"] = fit_linear_probe(
+                self.features.get("train"),
+                self.features.labels("train"),
+                self.config.eval.linear,
+                num_classes=self.num_classes,
+                device=self.device,
+                log=self.log,
+            )
+        return self.shared["linear_probe"]
+
+    def knn_classifier(self) -> KnnClassifier:
+        """A kNN classifier whose bank is the clean train features (config.eval.knn)."""
+        if "knn_classifier" not in self.shared:
+            cfg = self.config.eval.knn
+            self.shared["knn_classifier"] = KnnClassifier(
+                self.features.get("train"),
+                self.features.labels("train"),
+                num_classes=self.num_classes,
+                temperature=cfg.temperature,
+                weighting=cfg.weighting,
+                backend=cfg.backend,
+                device=self.device,
+            )
+        return self.shared["knn_classifier"]
