@@ -1,0 +1,402 @@
+"""Report figures: one matplotlib style sized for two-column papers, each figure from records.
+
+Every function takes the report's records (or training logs) and returns a Figure, or None
+when its records are absent, so the builder can say which figures were skipped and why.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+
+from djepa_bench.io import atomic_write
+from reports.groups import Grouping, Key, key_of, keys_of
+from reports.stats import t_halfwidth
+from reports.tables import select
+
+SINGLE_COLUMN_IN = 3.4  # width of one column of a two-column paper, inches
+DOUBLE_COLUMN_IN = 7.0
+PNG_DPI = 200
+# Okabe-Ito: distinguishable with colour-vision deficiency and in greyscale print.
+PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442"]
+FLOOR_STYLES = {"pixels": ("#555555", (0, (4, 2)), "s"), "random": ("#999999", (0, (1, 1.5)), "x")}
+MARKERS = ["o", "^", "D", "v", "P", "*", "h"]
+STYLE = {
+    "font.family": "DejaVu Sans",
+    "font.size": 8,
+    "axes.titlesize": 8,
+    "axes.labelsize": 8,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "legend.fontsize": 7,
+    "legend.frameon": False,
+    "lines.linewidth": 1.3,
+    "lines.markersize": 3.5,
+    "axes.linewidth": 0.6,
+    "axes.grid": True,
+    "grid.linewidth": 0.4,
+    "grid.alpha": 0.35,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "xtick.major.width": 0.6,
+    "ytick.major.width": 0.6,
+    "pdf.fonttype": 42,  # embed TrueType: text stays editable and searchable in the paper
+    "svg.hashsalt": "djepa-bench",
+    "path.simplify": False,
+}
+CORRUPTION_FAMILIES = {
+    "noise": ["gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise"],
+    "blur": ["defocus_blur", "glass_blur", "motion_blur", "zoom_blur", "gaussian_blur"],
+    "weather": ["snow", "frost", "fog", "brightness", "spatter"],
+    "digital": ["contrast", "elastic_transform", "pixelate", "jpeg_compression", "saturate"],
+}
+ESTIMATOR_STYLES = {  # denoising estimators drawn, and how
+    "predictor": ("-", "predictor"),
+    "ijepa_predictor": (":", "I-JEPA predictor (reference)"),
+    "noisy_input": ("--", "noisy input z_t (reference)"),
+}
+SAMPLING_METRICS = {
+    "sample_mean_mse": "error of the sample mean (MSE)",
+    "diversity": "diversity",
+    "energy_score": "energy score",
+    "spread_error_corr": "spread-error correlation",
+}
+TRAINING_PANELS = [  # (log kind, column, title, x column)
+    ("step", "loss", "total loss", "step"),
+    ("step", "loss_jepa", "JEPA loss", "step"),
+    ("step", "loss_diff", "diffusion loss", "step"),
+    ("epoch", "knn_top1", "kNN monitor top-1 (%)", "epoch"),
+    ("epoch", "rankme", "RankMe", "epoch"),
+]
+
+
+FigureFn = Callable[..., "Figure | None"]
+
+
+@dataclass(frozen=True)
+class LineStyle:
+    """How one report row is drawn in every figure."""
+
+    label: str
+    color: str
+    linestyle: object
+    marker: str
+
+
+def key_styles(grouping: Grouping) -> dict[Key, LineStyle]:
+    """A fixed colour/line/marker per row key: palette colours for methods, greys for floors."""
+    styles: dict[Key, LineStyle] = {}
+    index = 0
+    for key in grouping.keys:
+        if key[0] in FLOOR_STYLES:
+            color, dash, marker = FLOOR_STYLES[key[0]]
+            styles[key] = LineStyle(grouping.label(key), color, dash, marker)
+        else:
+            styles[key] = LineStyle(
+                grouping.label(key),
+                PALETTE[index % len(PALETTE)],
+                "-",
+                MARKERS[index % len(MARKERS)],
+            )
+            index += 1
+    return styles
+
+
+def draw(fn: FigureFn, source: pd.DataFrame, grouping: Grouping, styles) -> Figure | None:
+    """Call a figure function under the report style (text sizes are fixed at creation)."""
+    with matplotlib.rc_context(STYLE):
+        return fn(source, grouping, styles)
+
+
+def save_figure(fig: Figure, folder: Path, name: str) -> list[Path]:
+    """Write NAME.png and NAME.pdf atomically, with no timestamps (byte-identical reruns)."""
+    paths = []
+    with matplotlib.rc_context(STYLE):
+        for fmt, metadata in (
+            ("png", {"Software": None}),
+            ("pdf", {"CreationDate": None, "ModDate": None, "Producer": None, "Creator": None}),
+        ):
+            path = folder / f"{name}.{fmt}"
+
+            def write(fh, fmt=fmt, metadata=metadata):
+                fig.savefig(fh, format=fmt, dpi=PNG_DPI, metadata=metadata, bbox_inches="tight")
+
+            atomic_write(path, write)
+            paths.append(path)
+    return paths
+
+
+def _new_figure(panels: int, width: float | None = None, row_height: float = 2.1):
+    ncols = min(panels, 3)
+    nrows = math.ceil(panels / ncols)
+    width = width or (SINGLE_COLUMN_IN if panels == 1 else DOUBLE_COLUMN_IN)
+    fig = Figure(figsize=(width, row_height * nrows + 0.35), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False).ravel())
+    for ax in axes[panels:]:
+        ax.set_visible(False)
+    return fig, list(axes[:panels])
+
+
+def _legend(fig: Figure, handles: list, ncol: int | None = None) -> None:
+    if handles:
+        fig.legend(
+            handles=handles,
+            loc="outside upper center",
+            ncol=ncol or min(len(handles), 4),
+            handlelength=2.4,
+            columnspacing=1.2,
+        )
+
+
+def _handle(style: LineStyle, **overrides) -> Line2D:
+    kwargs = dict(
+        color=style.color, linestyle=style.linestyle, marker=style.marker, label=style.label
+    )
+    return Line2D([], [], **(kwargs | overrides))
+
+
+def _with_keys(rows: pd.DataFrame, grouping: Grouping) -> pd.DataFrame:
+    return rows.assign(key=keys_of(rows, grouping))
+
+
+def curve(rows: pd.DataFrame, x: str, trials_when_one_seed: bool = False) -> pd.DataFrame:
+    """Mean and 95% t-interval per (key, x) over seeds (runs of one seed averaged first).
+
+    With one seed and `trials_when_one_seed`, the interval is over that run's trials instead.
+    """
+    out = []
+    for (key, xv), group in rows.groupby(["key", x], sort=True):
+        per_seed = group.groupby("seed")["value"].mean()
+        samples = per_seed.to_numpy()
+        if len(samples) == 1 and trials_when_one_seed and len(group) > 1:
+            samples = group["value"].to_numpy()
+        mean = float(per_seed.mean())
+        half = t_halfwidth(samples)
+        out.append({"key": key, "x": float(xv), "mean": mean, "half": half, "n": len(per_seed)})
+    return pd.DataFrame(out, columns=["key", "x", "mean", "half", "n"])
+
+
+def _draw_curves(ax, data: pd.DataFrame, styles: dict[Key, LineStyle], bands: bool = True):
+    for key, style in styles.items():
+        part = data[data["key"] == key].sort_values("x")
+        if part.empty:
+            continue
+        ax.plot(part["x"], part["mean"], color=style.color, linestyle=style.linestyle,
+                marker=style.marker, label=style.label)  # fmt: skip
+        if bands and part["half"].notna().any():
+            half = part["half"].fillna(0.0)
+            ax.fill_between(part["x"], part["mean"] - half, part["mean"] + half,
+                            color=style.color, alpha=0.18, linewidth=0)  # fmt: skip
+
+
+def _numeric(rows: pd.DataFrame, column: str) -> pd.DataFrame:
+    if column not in rows.columns:
+        return rows.iloc[0:0]
+    rows = rows.assign(**{column: pd.to_numeric(rows[column], errors="coerce")})
+    return rows[rows[column].notna()]
+
+
+def _used_keys(styles: dict[Key, LineStyle], data: pd.DataFrame) -> list[Line2D]:
+    present = set(data["key"])
+    return [_handle(s) for k, s in styles.items() if k in present]
+
+
+def knn_vs_k(records, grouping, styles) -> Figure | None:
+    """kNN top-1 against k (log axis), one line per row, 95% CI band over seeds."""
+    rows = _numeric(select(records, protocol="knn", metric="top1", prefer={"weighting": "dino"}),
+                    "params.k")  # fmt: skip
+    if rows.empty:
+        return None
+    data = curve(_with_keys(rows, grouping), "params.k")
+    fig, (ax,) = _new_figure(1)
+    _draw_curves(ax, data, styles)
+    ks = sorted(data["x"].unique())
+    ax.set_xscale("log")
+    ax.set_xticks(ks, [f"{k:g}" for k in ks])
+    ax.minorticks_off()
+    ax.set_xlabel("k (neighbours)")
+    ax.set_ylabel("kNN top-1 (%)")
+    _legend(fig, _used_keys(styles, data), ncol=2)
+    return fig
+
+
+def lowshot(records, grouping, styles) -> Figure | None:
+    """Low-shot top-1 against images per class, 95% CI bands (over trials with one seed)."""
+    rows = select(records, protocol="lowshot", metric="top1", prefer={"classifier": "logreg"})
+    rows = _numeric(rows, "params.shots")
+    if rows.empty:
+        return None
+    data = curve(_with_keys(rows, grouping), "params.shots", trials_when_one_seed=True)
+    fig, (ax,) = _new_figure(1)
+    _draw_curves(ax, data, styles)
+    shots = sorted(data["x"].unique())
+    ax.set_xscale("log")
+    ax.set_xticks(shots, [f"{s:g}" for s in shots])
+    ax.minorticks_off()
+    ax.set_xlabel("labelled images per class")
+    ax.set_ylabel("top-1 (%)")
+    _legend(fig, _used_keys(styles, data), ncol=2)
+    return fig
+
+
+def _family(corruption: str) -> str:
+    for family, members in CORRUPTION_FAMILIES.items():
+        if corruption in members:
+            return family
+    return "other"
+
+
+def robustness(records, grouping, styles) -> Figure | None:
+    """Top-1 against severity (0 = clean) per corruption family and averaged over all."""
+    rows = select(records, protocol="robustness", metric="top1", prefer={"classifier": "linear"})
+    rows = _numeric(rows, "params.severity")
+    if rows.empty or "params.corruption" not in rows.columns:
+        return None
+    rows = _with_keys(rows, grouping)
+    rows["corruption"] = rows["params.corruption"].astype(str)
+    clean = rows[rows["corruption"] == "clean"]
+    corrupted = rows[rows["corruption"] != "clean"].copy()
+    if corrupted.empty:
+        return None
+    corrupted["family"] = corrupted["corruption"].map(_family)
+    order = [f for f in [*CORRUPTION_FAMILIES, "other"] if f in set(corrupted["family"])]
+    panels = [*order, "mean"]
+    fig, axes = _new_figure(len(panels), row_height=1.9)
+    for ax, panel in zip(axes, panels, strict=True):
+        part = corrupted if panel == "mean" else corrupted[corrupted["family"] == panel]
+        # Average corruptions within each run first, so every run counts once per severity.
+        per_run = part.groupby(["key", "run_dir", "seed", "params.severity"], as_index=False)[
+            "value"
+        ].mean()
+        per_run = pd.concat([clean.assign(**{"params.severity": 0.0}), per_run])
+        per_run = per_run.groupby(["key", "run_dir", "seed", "params.severity"], as_index=False)[
+            "value"
+        ].mean()
+        _draw_curves(ax, curve(per_run, "params.severity"), styles)
+        names = sorted(set(part["corruption"]))
+        title = "mean over all corruptions" if panel == "mean" else f"{panel} ({len(names)})"
+        ax.set_title(title)
+        ax.set_xlabel("severity (0 = clean)")
+        ax.set_ylabel("top-1 (%)")
+        ax.set_xticks(sorted(set(per_run["params.severity"])))
+    _legend(fig, _used_keys(styles, rows))
+    return fig
+
+
+def denoising(records, grouping, styles) -> Figure | None:
+    """Predictor error against noise level with the I-JEPA and noisy-input references."""
+    rows = select(records, protocol="denoising")
+    rows = rows[rows["metric"].isin(["mse", "cosine"])]
+    rows = _numeric(rows, "params.noise_t")
+    if rows.empty or "params.estimator" not in rows.columns:
+        return None
+    rows = _with_keys(rows, grouping)
+    rows = rows[rows["params.estimator"].isin(list(ESTIMATOR_STYLES))]
+    metrics = [m for m in ("mse", "cosine") if m in set(rows["metric"])]
+    if not metrics:
+        return None
+    fig, axes = _new_figure(len(metrics), width=DOUBLE_COLUMN_IN if len(metrics) > 1 else None)
+    for ax, metric in zip(axes, metrics, strict=True):
+        part = rows[rows["metric"] == metric]
+        for estimator, (dash, _) in ESTIMATOR_STYLES.items():
+            sub = part[part["params.estimator"] == estimator]
+            if sub.empty:
+                continue
+            data = curve(sub, "params.noise_t")
+            for key, style in styles.items():
+                line = data[data["key"] == key].sort_values("x")
+                if line.empty:
+                    continue
+                marker = style.marker if estimator == "predictor" else None
+                ax.plot(line["x"], line["mean"], color=style.color, linestyle=dash, marker=marker)
+                if estimator == "predictor" and line["half"].notna().any():
+                    half = line["half"].fillna(0.0)
+                    ax.fill_between(line["x"], line["mean"] - half, line["mean"] + half,
+                                    color=style.color, alpha=0.18, linewidth=0)  # fmt: skip
+        ax.set_xlabel("noise level t")
+        ax.set_ylabel("MSE to clean target" if metric == "mse" else "cosine to clean target")
+    present = set(rows["params.estimator"])
+    # Line style encodes the estimator here, so row handles are drawn solid.
+    present_keys = set(rows["key"])
+    handles = [_handle(s, linestyle="-") for k, s in styles.items() if k in present_keys] + [
+        Line2D([], [], color="black", linestyle=dash, label=label)
+        for estimator, (dash, label) in ESTIMATOR_STYLES.items()
+        if estimator in present
+    ]
+    _legend(fig, handles, ncol=3)
+    return fig
+
+
+def sampling(records, grouping, styles) -> Figure | None:
+    """Sample-mean error, diversity and energy score against DDIM sampling steps."""
+    rows = select(records, protocol="denoising", prefer={"eta": 0.0})
+    rows = _numeric(rows[rows["metric"].isin(list(SAMPLING_METRICS))], "params.steps")
+    if rows.empty:
+        return None
+    rows = _with_keys(rows, grouping)
+    metrics = [m for m in SAMPLING_METRICS if m in set(rows["metric"])]
+    fig, axes = _new_figure(len(metrics), row_height=1.9)
+    for ax, metric in zip(axes, metrics, strict=True):
+        data = curve(rows[rows["metric"] == metric], "params.steps")
+        _draw_curves(ax, data, styles)
+        steps = sorted(data["x"].unique())
+        ax.set_xscale("log")
+        ax.set_xticks(steps, [f"{s:g}" for s in steps])
+        ax.minorticks_off()
+        ax.set_title(SAMPLING_METRICS[metric])
+        ax.set_xlabel("sampling steps")
+    _legend(fig, _used_keys(styles, rows))
+    return fig
+
+
+def training_curves(logs: pd.DataFrame, grouping: Grouping, styles) -> Figure | None:
+    """Loss parts, kNN monitor and RankMe during training: one thin line per run."""
+    if logs.empty or "kind" not in logs.columns:
+        return None
+    panels = []
+    for kind, column, title, x in TRAINING_PANELS:
+        if column in logs.columns and x in logs.columns:
+            part = logs[(logs["kind"] == kind)]
+            part = part.assign(
+                y=pd.to_numeric(part[column], errors="coerce"),
+                x=pd.to_numeric(part[x], errors="coerce"),
+            ).dropna(subset=["x", "y"])
+            if not part.empty:
+                panels.append((part, title, x, column))
+    if not panels:
+        return None
+    fig, axes = _new_figure(len(panels), row_height=1.8)
+    logs_keys = set()
+    for ax, (part, title, x, column) in zip(axes, panels, strict=True):
+        for _run_dir, run in part.groupby("run_dir", sort=True):
+            key = key_of(run.iloc[0], grouping) if all(f in run for f in grouping.fields) else None
+            style = styles.get(key)
+            if style is None:
+                continue
+            logs_keys.add(key)
+            run = run.sort_values("x")
+            marker = style.marker if x == "epoch" else None
+            ax.plot(run["x"], run["y"], color=style.color, linestyle=style.linestyle,
+                    linewidth=0.9, alpha=0.85, marker=marker)  # fmt: skip
+        ax.set_title(title)
+        ax.set_xlabel(x)
+        if x == "epoch":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        positive = part["y"][part["y"] > 0]
+        spans_decade = len(positive) == len(part) and positive.max() / positive.min() > 10
+        if column.startswith("loss") and spans_decade:
+            ax.set_yscale("log")
+            ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.yaxis.set_minor_formatter(NullFormatter())
+    _legend(fig, [_handle(s, marker=None) for k, s in styles.items() if k in logs_keys])
+    return fig

@@ -1,0 +1,144 @@
+"""Which rows a report has: runs grouped by method and --group-by fields, their order and labels."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+import pandas as pd
+
+from djepa_bench.errors import UserError
+from reports.collect import MISSING, Collection
+
+FLOOR_METHODS = ("pixels", "random")
+METHOD_LABELS = {
+    "ijepa": "I-JEPA",
+    "djepa": "D-JEPA",
+    "pixels": "raw pixels",
+    "random": "random init",
+}
+RECORD_GROUP_FIELDS = ("dataset", "split")
+
+Key = tuple[str, ...]
+
+
+def method_label(method: str) -> str:
+    """Display name of a method ("djepa" -> "D-JEPA"); unknown names are shown as they are."""
+    return METHOD_LABELS.get(method, method)
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """Row keys of a report: (method, *group_by values), in display order, with the baseline."""
+
+    fields: tuple[str, ...]  # ("method", *group_by)
+    keys: tuple[Key, ...]
+    baseline: str | None
+
+    @property
+    def group_by(self) -> tuple[str, ...]:
+        return self.fields[1:]
+
+    def label(self, key: Key) -> str:
+        """ "D-JEPA" or "D-JEPA (model.size=small)"."""
+        extra = ", ".join(f"{f}={v}" for f, v in zip(self.group_by, key[1:], strict=True))
+        return method_label(key[0]) + (f" ({extra})" if extra else "")
+
+    def block(self, key: Key) -> Key:
+        """Rows compared for 'best in column': those evaluated on the same dataset."""
+        return tuple(v for f, v in zip(self.fields, key, strict=True) if f == "dataset")
+
+    def baseline_key(self, key: Key) -> Key | None:
+        """The baseline row a row is compared with: same group-by values; a row missing a
+        field (a floor without config) matches the one baseline agreeing on the rest."""
+        if self.baseline is None:
+            return None
+        exact = (self.baseline, *key[1:])
+        if exact in self.keys:
+            return exact
+        candidates = [
+            k
+            for k in self.keys
+            if k[0] == self.baseline
+            and all(a == b or MISSING in (a, b) for a, b in zip(k[1:], key[1:], strict=True))
+        ]
+        return candidates[0] if len(candidates) == 1 else None
+
+    def is_floor(self, key: Key) -> bool:
+        return key[0] in FLOOR_METHODS
+
+
+def _config_fields(runs: pd.DataFrame) -> list[str]:
+    return sorted(c.removeprefix("config.") for c in runs.columns if c.startswith("config."))
+
+
+def attach_groups(collection: Collection, group_by: list[str], baseline: str | None) -> Grouping:
+    """Add one column per group-by field to records, runs and logs; check the grouping is sound.
+
+    A field is a record field (dataset, split) or a config key (model.size). Mixing
+    datasets without grouping by dataset, or naming a baseline no run has, is an error.
+    """
+    fields: list[str] = []
+    for name in group_by:
+        if name in ("method", "seed"):
+            if name == "seed":
+                raise UserError("--group-by seed is not allowed: seeds are what rows average over")
+            continue
+        if name not in fields:
+            fields.append(name)
+    records, runs = collection.records, collection.runs
+    config_fields = _config_fields(runs)
+    for name in fields:
+        if name in RECORD_GROUP_FIELDS:
+            continue
+        if name not in config_fields:
+            close = difflib.get_close_matches(name, [*RECORD_GROUP_FIELDS, *config_fields], n=3)
+            hint = f"did you mean {', '.join(close)}?" if close else "use dataset or a config key"
+            raise UserError(f"unknown --group-by field '{name}'; {hint}")
+        values = runs.set_index("run_dir")[f"config.{name}"]
+        mapped = records["run_dir"].map(values)
+        records[name] = mapped.where(mapped.notna(), MISSING).astype(str)
+        runs[name] = runs[f"config.{name}"].where(runs[f"config.{name}"].notna(), MISSING)
+        runs[name] = runs[name].astype(str)
+    for name in fields:
+        if name in RECORD_GROUP_FIELDS:
+            records[name] = records[name].replace("", MISSING)
+            first = records.groupby("run_dir")[name].first()
+            runs[name] = runs["run_dir"].map(first).fillna(MISSING).astype(str)
+    datasets = sorted(d for d in records["dataset"].unique() if d)
+    if len(datasets) > 1 and "dataset" not in fields:
+        raise UserError(
+            f"runs were evaluated on several datasets ({', '.join(datasets)}); "
+            "pass --group-by dataset to compare them side by side, or report them separately"
+        )
+    methods = sorted(records["method"].unique())
+    if baseline is not None and baseline not in methods:
+        raise UserError(
+            f"baseline method '{baseline}' has no records (methods found: {', '.join(methods)}); "
+            "pass --baseline with one of them, or --baseline none"
+        )
+    all_fields = ("method", *fields)
+    keys = {tuple(str(v) for v in row) for row in records[list(all_fields)].itertuples(index=False)}
+
+    def order(key: Key) -> tuple:
+        method = key[0]
+        rank = 0 if method == baseline else 2 if method in FLOOR_METHODS else 1
+        return (*key[1:], rank, method)
+
+    if not collection.logs.empty:
+        for name in fields:
+            collection.logs[name] = collection.logs["run_dir"].map(runs.set_index("run_dir")[name])
+    return Grouping(all_fields, tuple(sorted(keys, key=order)), baseline)
+
+
+def key_of(row: pd.Series | dict, grouping: Grouping) -> Key:
+    """The row key of a record/run row."""
+    return tuple(str(row[f]) for f in grouping.fields)
+
+
+def keys_of(frame: pd.DataFrame, grouping: Grouping) -> list[Key]:
+    """The row key of every row of a frame that has the grouping's columns."""
+    if frame.empty:
+        return []
+    columns = [frame[f].astype(str).tolist() for f in grouping.fields]
+    return [tuple(values) for values in zip(*columns, strict=True)]

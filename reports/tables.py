@@ -1,0 +1,297 @@
+"""The report's tables as pandas frames: headline (mean +- std over seeds) and paired deltas."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from reports.groups import Grouping, Key, keys_of
+from reports.stats import paired_difference, summarise
+
+
+@dataclass(frozen=True)
+class Column:
+    """One headline column: which records feed it and which direction is better."""
+
+    name: str
+    protocol: str
+    metric: str
+    where: tuple[tuple[str, Any], ...] = ()  # params that must equal these values
+    prefer: tuple[tuple[str, Any], ...] = ()  # params values used when several are present
+    higher_is_better: bool = True
+    decimals: int = 1
+    description: str = ""
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("kNN@20", "knn", "top1", (("k", 20),), (("weighting", "dino"),),
+           description="k-NN top-1 (%), k=20"),
+    Column("linear", "linear", "top1", description="linear-probe top-1 (%)"),
+    Column("1-shot", "lowshot", "top1", (("shots", 1),), (("classifier", "logreg"),),
+           description="1 image per class, logistic regression top-1 (%), mean over trials"),
+    Column("5-shot", "lowshot", "top1", (("shots", 5),), (("classifier", "logreg"),),
+           description="5 images per class top-1 (%)"),
+    Column("25-shot", "lowshot", "top1", (("shots", 25),), (("classifier", "logreg"),),
+           description="25 images per class top-1 (%)"),
+    Column("mean corr. acc", "robustness", "mean_corruption_acc", (),
+           (("classifier", "linear"),),
+           description="top-1 (%) averaged over corruptions and severities"),
+    Column("mCE", "robustness", "mce", (), (("classifier", "linear"),),
+           higher_is_better=False,
+           description="mean corruption error, 100 = the baseline method"),
+    Column("RankMe", "representation", "rankme", description="effective rank of the embeddings"),
+)  # fmt: skip
+COLUMN_BY_NAME = {c.name: c for c in COLUMNS}
+IGNORED_PARAM_SPREAD = {"trial"}  # records differing only in these are averaged silently
+
+
+def _matches(series: pd.Series, value: Any) -> pd.Series:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return pd.to_numeric(series, errors="coerce") == value
+    return series.astype(str) == str(value)
+
+
+def select(records: pd.DataFrame, column: Column | None = None, **kwargs: Any) -> pd.DataFrame:
+    """Records of one measurement: protocol/metric/params filters, then preferences.
+
+    Preferences apply across all runs (so every row uses the same variant): the test split
+    when present, then each `prefer` param value when any record has it.
+    """
+    protocol = kwargs.pop("protocol", column.protocol if column else None)
+    metric = kwargs.pop("metric", column.metric if column else None)
+    where = dict(column.where if column else ()) | kwargs.pop("where", {})
+    prefer = dict(column.prefer if column else ()) | kwargs.pop("prefer", {})
+    rows = records
+    if protocol is not None:
+        rows = rows[rows["protocol"] == protocol]
+    if metric is not None:
+        rows = rows[rows["metric"] == metric]
+    for name, value in where.items():
+        column_name = f"params.{name}"
+        if column_name not in rows.columns:
+            return rows.iloc[0:0]
+        rows = rows[_matches(rows[column_name], value)]
+    rows = rows[rows["value"].notna()]
+    if (rows["split"] == "test").any():
+        rows = rows[rows["split"] == "test"]
+    for name, value in prefer.items():
+        column_name = f"params.{name}"
+        if column_name in rows.columns:
+            hit = _matches(rows[column_name], value)
+            if hit.any():
+                rows = rows[hit]
+    return rows
+
+
+def _spread_note(rows: pd.DataFrame, name: str) -> str | None:
+    """A note when one run's records of a cell differ in params other than the trial."""
+    varying: set[str] = set()
+    for _, run_rows in rows.groupby("run_dir"):
+        if len(run_rows) < 2:
+            continue
+        params = [json.loads(p) for p in run_rows["params"]]
+        keys = set().union(*params) - IGNORED_PARAM_SPREAD
+        varying |= {k for k in keys if len({json.dumps(p.get(k)) for p in params}) > 1}
+    if varying:
+        return f"{name}: averages records that differ in {', '.join(sorted(varying))}"
+    return None
+
+
+def _robustness_errors(records: pd.DataFrame) -> pd.DataFrame:
+    """Per run and corruption: top-1 error (%) summed over severities (ImageNet-C's CE)."""
+    rows = select(records, protocol="robustness", metric="top1", prefer={"classifier": "linear"})
+    if rows.empty or "params.corruption" not in rows.columns:
+        return rows.iloc[0:0]
+    rows = rows[rows["params.corruption"].astype(str) != "clean"]
+    rows = rows.assign(error=100.0 - rows["value"], corruption=rows["params.corruption"])
+    return rows.groupby(["run_dir", "corruption"], as_index=False)["error"].sum()
+
+
+def _mce_values(
+    records: pd.DataFrame, grouping: Grouping, notes: list[str]
+) -> list[dict[str, Any]]:
+    """mCE of every run against its baseline row's mean corruption error (100 = baseline).
+
+    Computed from per-corruption top-1 records when they exist; otherwise the protocol's
+    own `mce` records (normalised by whatever baseline run was given at eval time) are used.
+    """
+    errors = _robustness_errors(records)
+    runs = records.drop_duplicates("run_dir").set_index("run_dir")
+    out: list[dict[str, Any]] = []
+    if errors.empty:
+        rows = select(records, COLUMN_BY_NAME["mCE"])
+        if not rows.empty:
+            notes.append("mCE: taken from the robustness protocol's own mce records")
+        for row in rows.itertuples(index=False):
+            out.append({"run_dir": row.run_dir, "value": row.value})
+        return out
+    if grouping.baseline is None:
+        return out
+    errors = errors.join(runs[list(grouping.fields) + ["seed"]], on="run_dir")
+    errors["key"] = keys_of(errors, grouping)
+    for key in grouping.keys:
+        base = grouping.baseline_key(key)
+        if base is None:
+            continue
+        ref = errors[errors["key"] == base]
+        # Seeds of the baseline are averaged first so each seed weighs the same.
+        reference = ref.groupby(["corruption", "seed"])["error"].mean().groupby("corruption").mean()
+        mine = errors[errors["key"] == key]
+        for run_dir, run_errors in mine.groupby("run_dir"):
+            common = run_errors[run_errors["corruption"].isin(reference.index)]
+            ratios = common["error"].to_numpy() / reference.loc[common["corruption"]].to_numpy()
+            if len(ratios):
+                out.append({"run_dir": run_dir, "value": 100.0 * float(np.mean(ratios))})
+    return out
+
+
+def _mean_corruption_fallback(records: pd.DataFrame) -> list[dict[str, Any]]:
+    rows = select(records, protocol="robustness", metric="top1", prefer={"classifier": "linear"})
+    if rows.empty or "params.corruption" not in rows.columns:
+        return []
+    rows = rows[rows["params.corruption"].astype(str) != "clean"]
+    means = rows.groupby("run_dir")["value"].mean()
+    return [{"run_dir": r, "value": float(v)} for r, v in means.items()]
+
+
+def run_values(records: pd.DataFrame, grouping: Grouping, notes: list[str]) -> pd.DataFrame:
+    """One value per (run, headline column): the mean of that run's records for the cell."""
+    info = records.drop_duplicates("run_dir").set_index("run_dir")[list(grouping.fields) + ["seed"]]
+    rows: list[dict[str, Any]] = []
+    for column in COLUMNS:
+        if column.name == "mCE":
+            values = _mce_values(records, grouping, notes)
+        else:
+            selected = select(records, column)
+            if column.metric == "mean_corruption_acc" and selected.empty:
+                values = _mean_corruption_fallback(records)
+            else:
+                note = _spread_note(selected, column.name)
+                if note:
+                    notes.append(note)
+                means = selected.groupby("run_dir")["value"].mean()
+                values = [{"run_dir": r, "value": float(v)} for r, v in means.items()]
+        rows.extend({**v, "column": column.name} for v in values)
+    frame = pd.DataFrame(rows, columns=["run_dir", "value", "column"])
+    frame = frame.join(info, on="run_dir")
+    frame["key"] = keys_of(frame, grouping)
+    return frame
+
+
+def seed_values(values: pd.DataFrame) -> dict[tuple[Key, str], dict[int, float]]:
+    """{(row key, column): {seed: value}}; several runs with one seed are averaged."""
+    out: dict[tuple[Key, str], dict[int, float]] = {}
+    for (key, column, seed), group in values.groupby(["key", "column", "seed"], sort=True):
+        out.setdefault((key, column), {})[int(seed)] = float(group["value"].mean())
+    return out
+
+
+def headline_table(values: pd.DataFrame, grouping: Grouping) -> pd.DataFrame:
+    """Long table: one row per (row key, column) with mean, std, n seeds and a best flag."""
+    per_seed = seed_values(values)
+    rows = []
+    for key in grouping.keys:
+        for column in COLUMNS:
+            seeds = per_seed.get((key, column.name))
+            if not seeds:
+                continue
+            summary = summarise(list(seeds.values()))
+            rows.append(
+                {
+                    **dict(zip(grouping.fields, key, strict=True)),
+                    "key": key,
+                    "column": column.name,
+                    "mean": summary.mean,
+                    "std": summary.std,
+                    "n": summary.n,
+                }
+            )
+    table = pd.DataFrame(rows, columns=[*grouping.fields, "key", "column", "mean", "std", "n"])
+    table["best"] = False
+    for column in COLUMNS:
+        in_column = table["column"] == column.name
+        blocks = table.loc[in_column, "key"].map(grouping.block)
+        for block in sorted(set(blocks)):
+            index = blocks[blocks == block].index
+            shown = table.loc[index, "mean"].round(column.decimals)
+            best = shown.max() if column.higher_is_better else shown.min()
+            table.loc[index[(shown == best).to_numpy()], "best"] = True
+    return table
+
+
+def delta_table(values: pd.DataFrame, grouping: Grouping) -> pd.DataFrame:
+    """Paired (by seed) differences to the baseline row with their 95% t-interval."""
+    per_seed = seed_values(values)
+    rows = []
+    for key in grouping.keys:
+        base = grouping.baseline_key(key)
+        if base is None or base == key:
+            continue
+        for column in COLUMNS:
+            mine, theirs = per_seed.get((key, column.name)), per_seed.get((base, column.name))
+            if not mine or not theirs:
+                continue
+            diff = paired_difference(mine, theirs)
+            rows.append(
+                {
+                    **dict(zip(grouping.fields, key, strict=True)),
+                    "key": key,
+                    "baseline": grouping.label(base),
+                    "column": column.name,
+                    "diff": diff.mean,
+                    "ci_low": diff.low,
+                    "ci_high": diff.high,
+                    "n_pairs": diff.n,
+                    "excludes_zero": diff.excludes_zero,
+                    "better": _better(column, diff.mean) if diff.excludes_zero else None,
+                }
+            )
+    columns = [*grouping.fields, "key", "baseline", "column", "diff", "ci_low", "ci_high",
+               "n_pairs", "excludes_zero", "better"]  # fmt: skip
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _better(column: Column, diff: float) -> bool | None:
+    if not math.isfinite(diff) or diff == 0:
+        return None
+    return (diff > 0) == column.higher_is_better
+
+
+def present_columns(table: pd.DataFrame) -> list[Column]:
+    """The headline columns that have at least one value, in the fixed order."""
+    names = set(table["column"])
+    return [c for c in COLUMNS if c.name in names]
+
+
+def _cell_text(value: Any) -> str:
+    """Config value as table text: '' for missing, 2 rather than 2.0 (NaN-padded columns)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def runs_table(runs: pd.DataFrame, records: pd.DataFrame, grouping: Grouping) -> pd.DataFrame:
+    """One row per run: method, seed, dataset, record count and a few config fields."""
+    counts = records.groupby("run_dir").size()
+    datasets = records.groupby("run_dir")["dataset"].agg(lambda s: ", ".join(sorted(set(s))))
+    table = pd.DataFrame(
+        {
+            "run": runs["run_dir"],
+            "method": runs["method"],
+            "seed": runs["seed"],
+            "dataset": runs["run_dir"].map(datasets).fillna(""),
+            "records": runs["run_dir"].map(counts).fillna(0).astype(int),
+        }
+    )
+    for name in ("model.size", "train.epochs", "diffusion.lambda_diff", *grouping.group_by):
+        column = f"config.{name}"
+        if column in runs.columns and name not in table.columns:
+            table[name] = runs[column].map(_cell_text)
+    return table.reset_index(drop=True)

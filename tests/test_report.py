@@ -1,0 +1,332 @@
+"""Report builder on synthetic records of known values: tables, CIs, bold, figures, reruns."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from djepa_bench.records import RunIdentity, append_records, make_record
+
+# kNN@20 top-1 per (method, seed): D-JEPA - I-JEPA = 3, 2, 4 -> mean 3, sd 1, n 3.
+KNN20 = {("ijepa", 0): 70.0, ("ijepa", 1): 72.0, ("ijepa", 2): 74.0,
+         ("djepa", 0): 73.0, ("djepa", 1): 74.0, ("djepa", 2): 78.0}  # fmt: skip
+LINEAR = {("ijepa", 0): 80.0, ("ijepa", 1): 81.0, ("ijepa", 2): 82.0,
+          ("djepa", 0): 80.5, ("djepa", 1): 80.0, ("djepa", 2): 82.5}  # fmt: skip
+T_975_DF2 = 4.302652729911275  # scipy.stats.t.ppf(0.975, 2)
+CORRUPTIONS = ["gaussian_noise", "defocus_blur", "fog", "contrast"]
+
+
+def write_run(
+    root: Path,
+    name: str,
+    method: str,
+    seed: int,
+    dataset: str = "digits",
+    size: str = "nano",
+    full: bool = True,
+    config: bool = True,
+) -> Path:
+    """A run dir with config.yaml, log.jsonl and result records of every protocol."""
+    run = root / name
+    run.mkdir(parents=True)
+    ident = RunIdentity(name, method, seed, "0" * 64)
+    shift = {"ijepa": 0.0, "djepa": 2.0, "pixels": -30.0, "random": -40.0}.get(method, 0.0)
+
+    def rec(protocol, metric, value, **params):
+        return make_record(ident, dataset=dataset, split="test", protocol=protocol,
+                           metric=metric, value=value, params=params)  # fmt: skip
+
+    base20 = KNN20.get((method, seed), 50.0 + shift)
+    knn = [rec("knn", "top1", base20 - 0.01 * (k - 20), k=k, temperature=0.07, weighting="dino")
+           for k in (10, 20, 100)]  # fmt: skip
+    recs = knn + [rec("representation", "rankme", 40.0 + shift + seed)]
+    recs.append(rec("linear", "top1", LINEAR.get((method, seed), 60.0 + shift), lr=0.01))
+    if full:
+        for shots in (1, 5, 25):
+            for trial in range(3):
+                base = 20 + 10 * math.log(shots) + shift + seed
+                recs.append(rec("lowshot", "top1", base + trial - 1, shots=shots, trial=trial,
+                                classifier="logreg"))  # fmt: skip
+                recs.append(rec("lowshot", "top1", base - 5, shots=shots, trial=trial,
+                                classifier="knn"))  # fmt: skip
+        recs.append(rec("robustness", "top1", 90 + shift, corruption="clean", severity=0,
+                        classifier="linear"))  # fmt: skip
+        for c_index, corruption in enumerate(CORRUPTIONS):
+            for severity in range(1, 6):
+                acc = 90 + shift - 8 * severity - c_index + 0.5 * seed
+                recs.append(rec("robustness", "top1", acc, corruption=corruption,
+                                severity=severity, classifier="linear"))  # fmt: skip
+        for t in (100, 400, 700, 1000):
+            for estimator, err in (("predictor", 0.1 + t / 2000 - 0.02 * shift / 2),
+                                   ("noisy_input", t / 500), ("zeros", 1.0)):  # fmt: skip
+                recs.append(rec("denoising", "mse", err, noise_t=t, estimator=estimator))
+            if method == "ijepa":
+                recs.append(rec("denoising", "mse", 0.6, noise_t=t, estimator="ijepa_predictor"))
+        for steps in (1, 5, 25):
+            for metric, value in (("sample_mean_mse", 0.5 / steps), ("diversity", 0.1 * steps),
+                                  ("energy_score", 1 / steps + 0.2)):  # fmt: skip
+                recs.append(rec("denoising", metric, value, steps=steps, samples=4, eta=0.0))
+    append_records(run / "results" / "all.jsonl", recs)
+    if config:
+        cfg = {"model": {"size": size}, "train": {"method": method, "seed": seed, "epochs": 2},
+               "diffusion": {"lambda_diff": 1.0 if method == "djepa" else 0.0},
+               "data": {"dataset": dataset}}  # fmt: skip
+        (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+        (run / "meta.json").write_text(json.dumps({"seed": seed}))
+        rows = [{"kind": "step", "step": s, "epoch": s // 10, "loss": 1.0 / (s + 1) + 0.1,
+                 "loss_jepa": 0.8 / (s + 1), "loss_diff": 0.2 / (s + 1) if method == "djepa"
+                 else None} for s in range(0, 20, 2)]  # fmt: skip
+        rows += [{"kind": "epoch", "epoch": e, "step": 10 * e, "knn_top1": 50 + 5 * e + shift,
+                  "rankme": 30 + e} for e in range(2)]  # fmt: skip
+        (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return run
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    """Three seeds of I-JEPA and D-JEPA plus a raw-pixel and a random-init floor."""
+    root = tmp_path_factory.mktemp("runs")
+    for method in ("ijepa", "djepa"):
+        for seed in range(3):
+            write_run(root, f"{method}-s{seed}", method, seed)
+    write_run(root, "pixels", "pixels", 0, config=False)
+    write_run(root, "random", "random", 0, full=False, config=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def built(study, tmp_path_factory):
+    from reports.build import build_report
+
+    out = tmp_path_factory.mktemp("report")
+    report = build_report([str(study)], out)
+    return report, out
+
+
+def _headline(out: Path) -> pd.DataFrame:
+    return pd.read_csv(out / "tables" / "headline.csv")
+
+
+def _cell(frame: pd.DataFrame, method: str, column: str) -> pd.Series:
+    rows = frame[(frame["method"] == method) & (frame["column"] == column)]
+    assert len(rows) == 1, (method, column, rows)
+    return rows.iloc[0]
+
+
+def test_headline_numbers_match_known_values(built):
+    _, out = built
+    table = _headline(out)
+    knn = _cell(table, "djepa", "kNN@20")
+    assert knn["mean"] == pytest.approx(75.0)
+    assert knn["std"] == pytest.approx(math.sqrt(7.0))  # 73, 74, 78
+    assert knn["n"] == 3
+    assert _cell(table, "ijepa", "kNN@20")["mean"] == pytest.approx(72.0)
+    assert _cell(table, "ijepa", "kNN@20")["std"] == pytest.approx(2.0)
+    # Low-shot uses logistic regression (preferred over the knn classifier), mean of trials.
+    one_shot = _cell(table, "ijepa", "1-shot")
+    assert one_shot["mean"] == pytest.approx(20 + 1.0)  # seeds 0, 1, 2 add 0, 1, 2
+    assert _cell(table, "djepa", "25-shot")["mean"] == pytest.approx(20 + 10 * math.log(25) + 3)
+    # Floors are rows, with one seed and no std.
+    pixels = _cell(table, "pixels", "linear")
+    assert pixels["mean"] == pytest.approx(30.0) and pixels["n"] == 1 and math.isnan(pixels["std"])
+    assert _cell(table, "random", "RankMe")["mean"] == pytest.approx(0.0)
+
+
+def test_mce_is_relative_to_the_baseline_and_lower_is_better(built):
+    _, out = built
+    table = _headline(out)
+    assert _cell(table, "ijepa", "mCE")["mean"] == pytest.approx(100.0, abs=0.5)
+    djepa = _cell(table, "djepa", "mCE")["mean"]
+    assert djepa < 100.0
+    # D-JEPA is 2 points better at every corruption and severity: error 5*2 lower per corruption.
+    errors_ijepa = [sum(100 - (90 - 8 * s - c + 0.5) for s in range(1, 6)) for c in range(4)]
+    errors_djepa = [sum(100 - (92 - 8 * s - c + 0.5) for s in range(1, 6)) for c in range(4)]
+    expected = 100 * sum(d / i for d, i in zip(errors_djepa, errors_ijepa, strict=True)) / 4
+    assert djepa == pytest.approx(expected)
+    mce = table[table["column"] == "mCE"]
+    best = mce[mce["best"]]
+    assert list(best["method"]) == ["djepa"]  # lowest mCE is the best, not the highest
+
+
+def test_bold_marks_the_best_row_per_column(built):
+    _, out = built
+    table = _headline(out)
+    for column in ("kNN@20", "RankMe", "5-shot"):
+        rows = table[table["column"] == column]
+        assert list(rows[rows["best"]]["method"]) == ["djepa"], column
+    linear = table[table["column"] == "linear"]  # 81.0 and 81.0: a tie bolds both
+    assert sorted(linear[linear["best"]]["method"]) == ["djepa", "ijepa"]
+    md = (out / "report.md").read_text()
+    assert "**75.0 ± 2.6**" in md
+    assert "72.0 ± 2.0" in md and "**72.0 ± 2.0**" not in md
+    tex = (out / "tables" / "headline.tex").read_text()
+    assert r"$\mathbf{75.0 \pm 2.6}$" in tex
+    assert r"\toprule" in tex and r"\bottomrule" in tex and r"mCE $\downarrow$" in tex
+
+
+def test_paired_ci_width_for_a_known_sample(built):
+    _, out = built
+    deltas = pd.read_csv(out / "tables" / "delta_vs_ijepa.csv")
+    knn = deltas[(deltas["method"] == "djepa") & (deltas["column"] == "kNN@20")].iloc[0]
+    half = T_975_DF2 * 1.0 / math.sqrt(3)  # differences 3, 2, 4: sd 1
+    assert knn["diff"] == pytest.approx(3.0)
+    assert knn["ci_low"] == pytest.approx(3.0 - half, rel=1e-5)
+    assert knn["ci_high"] == pytest.approx(3.0 + half, rel=1e-5)
+    assert knn["n_pairs"] == 3 and bool(knn["excludes_zero"])
+    linear = deltas[(deltas["method"] == "djepa") & (deltas["column"] == "linear")].iloc[0]
+    assert linear["diff"] == pytest.approx(0.0) and not bool(linear["excludes_zero"])
+    md = (out / "report.md").read_text()
+    assert "+3.0* [+0.5, +5.5]" in md
+    assert "3 seeds paired" in md and "better on kNN@20" in md
+
+
+def test_stats_helpers_directly():
+    from reports.stats import paired_difference, summarise
+
+    diff = paired_difference({0: 73.0, 1: 74.0, 2: 78.0, 5: 1.0}, {0: 70.0, 1: 72.0, 2: 74.0})
+    assert diff.n == 3 and diff.high - diff.low == pytest.approx(2 * T_975_DF2 / math.sqrt(3))
+    single = paired_difference({0: 2.0}, {0: 1.0})
+    assert single.mean == 1.0 and not single.has_interval and not single.excludes_zero
+    assert summarise([1.0, 3.0]).std == pytest.approx(math.sqrt(2))
+
+
+def _check_png(path: Path) -> None:
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        assert image.size[0] >= 500
+
+
+def test_figures_are_valid_png_and_pdf(built):
+    report, out = built
+    expected = {"knn_vs_k", "lowshot", "robustness", "denoising", "sampling", "training_curves"}
+    assert set(report.figures) == expected
+    for name in expected:
+        _check_png(out / "figures" / f"{name}.png")
+        pdf = (out / "figures" / f"{name}.pdf").read_bytes()
+        assert pdf.startswith(b"%PDF-") and pdf.rstrip().endswith(b"%%EOF")
+        assert b"CreationDate" not in pdf
+        assert f"figures/{name}.png" in (out / "report.md").read_text()
+
+
+def test_outputs_and_records_csv(built, study):
+    _, out = built
+    records = pd.read_csv(out / "records.csv")
+    total = sum(len(p.read_text().splitlines()) for p in study.glob("*/results/*.jsonl"))
+    assert len(records) == total
+    assert {"run", "method", "seed", "protocol", "metric", "value", "params"} <= set(
+        records.columns
+    )
+    md = (out / "report.md").read_text()
+    assert "I-JEPA: 3 seeds" in md and "raw pixels: 1 seed" in md
+    assert "Every trained row is above the raw pixels floor" in md
+    assert "20" not in md.split("\n")[0]  # no timestamp in the title line
+    for name in ("headline.csv", "headline.tex", "delta_vs_ijepa.csv", "delta_vs_ijepa.tex",
+                 "runs.csv"):  # fmt: skip
+        assert (out / "tables" / name).is_file(), name
+
+
+def test_rerun_gives_identical_bytes(built, study, tmp_path):
+    from reports.build import build_report
+
+    _, first = built
+    second = tmp_path / "again"
+    # The same runs named differently (a glob, in another order) give byte-identical files.
+    build_report(sorted(str(p) for p in study.iterdir())[::-1], second)
+    files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(second) for p in second.rglob("*") if p.is_file())
+    assert any(p.suffix == ".pdf" for p in files) and any(p.suffix == ".png" for p in files)
+    for rel in files:
+        assert (first / rel).read_bytes() == (second / rel).read_bytes(), rel
+
+
+def test_one_seed_says_so_instead_of_intervals(study, tmp_path):
+    from reports.build import build_report
+
+    out = tmp_path / "one"
+    runs = [str(study / "ijepa-s0"), str(study / "djepa-s0")]
+    build_report(runs, out, formats="md,csv", figure_names=())
+    md = (out / "report.md").read_text()
+    assert "single seed" in md and "no confidence interval" in md
+    table_lines = [line for line in md.splitlines() if line.startswith("| ")]
+    assert "| +3.0 (1 seed) |" in "\n".join(table_lines)
+    assert not any("±" in line or "[" in line for line in table_lines)
+    assert not (out / "tables" / "headline.tex").exists()  # tex not requested
+
+
+def test_absent_records_skip_their_figures(tmp_path, run_cli):
+    root = tmp_path / "runs"
+    write_run(root, "i0", "ijepa", 0, full=False, config=False)
+    write_run(root, "d0", "djepa", 0, full=False, config=False)
+    result = run_cli("report", str(root / "*"), "--out", tmp_path / "out")
+    assert result.code == 0, result.err
+    figures = {p.stem for p in (tmp_path / "out" / "figures").glob("*.png")}
+    assert figures == {"knn_vs_k"}
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "Skipped figures" in md and "Low-shot accuracy vs labelled images per class: no" in md
+    assert "skipped figures:" in result.out
+
+
+def test_group_by_config_field_and_dataset(tmp_path, run_cli):
+    root = tmp_path / "runs"
+    for size in ("nano", "tiny"):
+        for method in ("ijepa", "djepa"):
+            write_run(root, f"{method}-{size}", method, 0, size=size, full=False)
+    write_run(root, "pix-c10", "pixels", 0, dataset="cifar10", full=False, config=False)
+    mixed = run_cli("report", root, "--out", tmp_path / "o1", "--group-by", "model.size")
+    assert mixed.code == 2 and "--group-by dataset" in mixed.err
+    assert len(mixed.err.strip().splitlines()) == 1
+    ok = run_cli("report", root, "--out", tmp_path / "o2", "--group-by", "model.size",
+                 "--group-by", "dataset")  # fmt: skip
+    assert ok.code == 0, ok.err
+    table = pd.read_csv(tmp_path / "o2" / "tables" / "headline.csv")
+    knn = table[table["column"] == "kNN@20"]
+    assert len(knn) == 5
+    assert set(knn["model.size"].astype(str)) == {"nano", "tiny", "—"}
+    # Best is judged within each dataset: the lone cifar10 floor is best in its block.
+    assert bool(knn[knn["dataset"] == "cifar10"]["best"].iloc[0])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["{empty}"], "no result records found"),
+        (["{runs}", "--baseline", "mae"], "baseline method 'mae' has no records"),
+        (["{runs}", "--format", "html"], "unknown --format html"),
+        (["{runs}", "--group-by", "model.sise"], "did you mean model.size"),
+        (["{runs}/nope"], "does not exist"),
+        (["{runs}/x*"], "matches nothing"),
+    ],
+)
+def test_bad_input_is_one_line_error(tmp_path, run_cli, args, message):
+    runs, empty = tmp_path / "runs", tmp_path / "empty"
+    write_run(runs, "d0", "djepa", 0, full=False)
+    (empty / "r" / "results").mkdir(parents=True)
+    argv = [a.format(runs=runs, empty=empty) for a in args]
+    result = run_cli("report", *argv, "--out", tmp_path / "out")
+    assert result.code == 2
+    assert message in result.err
+    assert len(result.err.strip().splitlines()) == 1 and "Traceback" not in result.err
+
+
+def test_baseline_none_skips_deltas(tmp_path, run_cli):
+    root = tmp_path / "runs"
+    write_run(root, "d0", "djepa", 0, full=False, config=False)
+    result = run_cli("report", root, "--out", tmp_path / "out", "--baseline", "none")
+    assert result.code == 0, result.err
+    assert not list((tmp_path / "out" / "tables").glob("delta_*"))
+    assert "no baseline" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_help_lists_every_option(run_cli):
+    result = run_cli("report", "--help")
+    assert result.code == 0
+    for option in ("--out", "--baseline", "--format", "--group-by"):
+        assert option in result.out
