@@ -147,6 +147,7 @@ class LowShotConfig:
     default_c: float = 1.0  # C used below cv_min_shots
     max_iter: int = 1000
     seed: int = 0
+    n_jobs: int = 1  # parallel CV fits (scikit-learn n_jobs; -1: all cores)
 
 
 @dataclass
