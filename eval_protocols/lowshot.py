@@ -57,7 +57,8 @@ def fit_logreg(x: np.ndarray, y: np.ndarray, cfg: LowShotConfig, seed: int):
         warnings.simplefilter("ignore")  # lbfgs convergence chatter on tiny sets
         if min_count >= max(2, cfg.cv_min_shots) and len(cfg.cs) > 1:
             folds = StratifiedKFold(min(5, min_count), shuffle=True, random_state=seed)
-            search = GridSearchCV(base, {"C": list(cfg.cs)}, cv=folds).fit(x, y)
+            search = GridSearchCV(base, {"C": list(cfg.cs)}, cv=folds, n_jobs=cfg.n_jobs)
+            search.fit(x, y)
             return search.best_estimator_, float(search.best_params_["C"]), True
         return base.fit(x, y), float(cfg.default_c), False
 
