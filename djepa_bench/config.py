@@ -105,6 +105,7 @@ class TrainConfig:
     checkpoint_every_steps: int = 0  # also write checkpoint.pt every N steps (0: off)
     monitor: bool = True  # per-epoch kNN / RankMe / feature-std on a small held-out set
     monitor_size: int = 1000
+    cpu_threads: int = 0  # torch intra-op threads when training on CPU (0: torch's default)
 
 
 @dataclass
