@@ -1,0 +1,100 @@
+"""Blur corruptions: defocus, glass, motion, zoom and gaussian blur."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from eval_protocols.corruptions import ops
+from eval_protocols.corruptions.rng import KeyedRandom
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float, rng: KeyedRandom, **_) -> torch.Tensor:
+    """skimage gaussian(sigma), edge pixels repeated."""
+    return ops.gaussian_blur(x, sigma)
+
+
+def _cv2_gaussian_1d(ksize: int, sigma: float) -> np.ndarray:
+    t = np.arange(ksize) - (ksize - 1) / 2
+    k = np.exp(-(t**2) / (2 * sigma * sigma))
+    return k / k.sum()
+
+
+@lru_cache(maxsize=32)
+def disk_kernel(radius: float, alias_blur: float) -> np.ndarray:
+    """The original's anti-aliased disk: a hard disk on a 17x17 (or 2r+1) grid, then
+    OpenCV GaussianBlur with a 3x3 (5x5 for r > 8) kernel of sigma `alias_blur`."""
+    if radius <= 8:
+        grid, ksize = np.arange(-8, 9), 3
+    else:
+        r = int(radius)
+        grid, ksize = np.arange(-r, r + 1), 5
+    xx, yy = np.meshgrid(grid, grid)
+    disk = ((xx**2 + yy**2) <= radius**2).astype(np.float64)
+    disk /= disk.sum()
+    k = _cv2_gaussian_1d(ksize, alias_blur)
+    pad = ksize // 2
+    padded = np.pad(disk, pad, mode="reflect")  # OpenCV's default border (reflect101)
+    rows = sum(k[i] * padded[i : i + disk.shape[0], :] for i in range(ksize))
+    return sum(k[i] * rows[:, i : i + disk.shape[1]] for i in range(ksize))
+
+
+def defocus_blur(x: torch.Tensor, p: tuple, rng: KeyedRandom, **_) -> torch.Tensor:
+    """Filter with an anti-aliased disk of radius p[0] (OpenCV filter2D, reflect101)."""
+    return ops.filter2d(x, disk_kernel(float(p[0]), float(p[1])), "reflect101")
+
+
+def glass_permutation(offsets: np.ndarray, height: int, width: int, delta: int) -> np.ndarray:
+    """The original's sequential pixel swaps, as one permutation of H*W per image.
+
+    offsets: (N, iterations, positions, 2) integers (dx, dy) in [-delta, delta), in the
+    original's scan order (rows then columns from the bottom-right corner inwards). The
+    swaps run in that order for every image at once; result[n, p] is the source pixel of p.
+    """
+    n = offsets.shape[0]
+    perm = np.tile(np.arange(height * width, dtype=np.int64)[:, None], (1, n))  # (HW, N)
+    cols = np.arange(n)
+    positions = [
+        h * width + w
+        for h in range(height - delta, delta, -1)
+        for w in range(width - delta, delta, -1)
+    ]
+    jumps = offsets[..., 1].astype(np.int64) * width + offsets[..., 0]  # (N, it, P)
+    for it in range(offsets.shape[1]):
+        step = jumps[:, it, :].T  # (P, N)
+        for k, p in enumerate(positions):
+            q = p + step[k]
+            here = perm[p].copy()
+            perm[p] = perm[q, cols]
+            perm[q, cols] = here
+    return perm.T
+
+
+def glass_blur(x: torch.Tensor, p: tuple, rng: KeyedRandom, **_) -> torch.Tensor:
+    """Gaussian blur, then local pixel swaps (the original's loop, exact), then blur again."""
+    sigma, delta, iterations = float(p[0]), int(p[1]), int(p[2])
+    n, c, h, w = x.shape
+    blurred = torch.floor(ops.gaussian_blur(x, sigma).clamp(0, 1) * 255) / 255  # np.uint8()
+    positions = max(h - 2 * delta, 0) * max(w - 2 * delta, 0)
+    if positions == 0:
+        return ops.gaussian_blur(blurred, sigma)
+    offsets = rng.integers(0, -delta, delta, (iterations, positions, 2)).cpu().numpy()
+    perm = torch.from_numpy(glass_permutation(offsets, h, w, delta)).to(x.device)
+    shuffled = blurred.flatten(2).gather(2, perm[:, None, :].expand(n, c, h * w))
+    return ops.gaussian_blur(shuffled.view(n, c, h, w), sigma)
+
+
+def motion_blur(x: torch.Tensor, p: tuple, rng: KeyedRandom, **_) -> torch.Tensor:
+    """ImageMagick motion blur (radius, sigma) at an angle drawn from U(-45, 45) per image."""
+    angle = rng.uniform(0)[:] * 90.0 - 45.0
+    return ops.motion_blur(x, float(p[0]), float(p[1]), angle)
+
+
+def zoom_blur(x: torch.Tensor, factors: np.ndarray, rng: KeyedRandom, **_) -> torch.Tensor:
+    """Mean of the image and its centre zooms by each factor."""
+    out = x.clone()
+    for factor in factors:
+        out += ops.clipped_zoom(x, float(factor))
+    return out / (len(factors) + 1)

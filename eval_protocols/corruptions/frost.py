@@ -1,0 +1,103 @@
+"""Procedural frost textures (nothing downloaded): fractal haze plus dendritic ice needles.
+
+The original corruption blends crops of six frost photographs. These five textures are
+drawn instead from a fixed private seed, so they are identical on every machine: a
+blue-white fractal haze with feathery crystals (a stem with +-60 degree side branches,
+the habit of window frost), rendered as anti-aliased line segments.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+NUM_TEXTURES = 5
+_TEXTURE_SEED = 20190501
+_TINT = (0.80, 0.90, 1.0)
+
+
+def texture_size(height: int, width: int) -> int:
+    """Side of the square textures crops are taken from, for images of this size."""
+    return max(128, max(height, width) + 96)
+
+
+def _fractal(rs: np.random.RandomState, size: int) -> torch.Tensor:
+    """Sum of bilinearly upsampled noise octaves, normalised to [0, 1]."""
+    out = torch.zeros(size, size, dtype=torch.float64)
+    for octave in range(6):
+        cells = 2 ** (octave + 2)
+        noise = torch.from_numpy(rs.uniform(0, 1, (1, 1, cells, cells)))
+        up = F.interpolate(noise, size=(size, size), mode="bicubic", align_corners=False)
+        out += up[0, 0] * 0.55**octave
+    out -= out.min()
+    return out / out.max()
+
+
+def _segments(rs: np.random.RandomState, size: int, scale: float) -> np.ndarray:
+    """Line segments (x0, y0, x1, y1, width, brightness) of many dendritic crystals."""
+    segs: list[tuple[float, ...]] = []
+    crystals = int(size * size / (550 * scale * scale))
+    for _ in range(crystals):
+        x, y = rs.uniform(0, size, 2)
+        angle = rs.uniform(0, 2 * math.pi)
+        length = rs.uniform(6, 34) * scale
+        bright = rs.uniform(0.45, 1.0)
+        width = rs.uniform(0.45, 0.9) * scale
+        dx, dy = math.cos(angle), math.sin(angle)
+        segs.append((x, y, x + dx * length, y + dy * length, width, bright))
+        spacing = rs.uniform(2.0, 4.0) * scale
+        t = spacing
+        while t < length:
+            frac = 1.0 - t / length
+            for side in (-1, 1):
+                if rs.uniform() < 0.85:
+                    b_angle = angle + side * math.radians(60 + rs.uniform(-10, 10))
+                    b_len = length * 0.45 * frac * rs.uniform(0.5, 1.0)
+                    bx, by = x + dx * t, y + dy * t
+                    ex, ey = bx + math.cos(b_angle) * b_len, by + math.sin(b_angle) * b_len
+                    segs.append((bx, by, ex, ey, width * 0.8, bright * 0.85))
+            t += spacing
+    return np.asarray(segs, dtype=np.float64)
+
+
+def _render(segs: np.ndarray, size: int) -> torch.Tensor:
+    """Brightest segment at every pixel: brightness * exp(-(distance / width)^2)."""
+    ys, xs = torch.meshgrid(
+        torch.arange(size, dtype=torch.float32) + 0.5,
+        torch.arange(size, dtype=torch.float32) + 0.5,
+        indexing="ij",
+    )
+    px, py = xs.reshape(-1, 1), ys.reshape(-1, 1)
+    canvas = torch.zeros(size * size)
+    s = torch.from_numpy(segs).float()
+    for chunk in torch.split(s, 256):
+        x0, y0, x1, y1, width, bright = chunk.T
+        vx, vy = x1 - x0, y1 - y0
+        t = ((px - x0) * vx + (py - y0) * vy) / (vx * vx + vy * vy).clamp_min(1e-6)
+        t = t.clamp(0, 1)
+        d2 = (px - x0 - t * vx) ** 2 + (py - y0 - t * vy) ** 2
+        value = bright * torch.exp(-d2 / (width * width))
+        canvas = torch.maximum(canvas, value.amax(1))
+    return canvas.view(size, size)
+
+
+@lru_cache(maxsize=4)
+def frost_textures(size: int) -> torch.Tensor:
+    """(5, 3, size, size) float32 frost textures in [0, 1], fixed for a given size."""
+    rs = np.random.RandomState(_TEXTURE_SEED + size)
+    scale = max(1.0, size / 256)
+    out = []
+    for _ in range(NUM_TEXTURES):
+        haze = _fractal(rs, size).float()
+        ice = _render(_segments(rs, size, scale), size)
+        ice = (
+            F.avg_pool2d(ice[None, None], 3, 1, 1, count_include_pad=False)[0, 0] * 0.5 + ice * 0.5
+        )
+        value = (0.30 + 0.35 * haze + 0.75 * ice).clamp(0, 1)
+        tint = torch.tensor(_TINT).view(3, 1, 1)
+        out.append((value[None] * tint + (1 - tint) * value[None] ** 2).clamp(0, 1))
+    return torch.stack(out)

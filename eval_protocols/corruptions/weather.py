@@ -1,0 +1,164 @@
+"""Weather corruptions: snow, frost, fog and spatter."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from eval_protocols.corruptions import ops
+from eval_protocols.corruptions.frost import NUM_TEXTURES, frost_textures, texture_size
+from eval_protocols.corruptions.rng import KeyedRandom
+
+
+def snow(x: torch.Tensor, p: tuple, rng: KeyedRandom, **_) -> torch.Tensor:
+    """Zoomed, thresholded noise flakes, motion-blurred, over a brightened image."""
+    mean, std, zoom, threshold, radius, sigma, weight = p
+    n, _, h, w = x.shape
+    layer = rng.normal(0, (1, h, w), mean=mean, std=std).to(x.device)
+    layer = ops.clipped_zoom(layer, float(zoom))
+    layer = torch.where(layer < threshold, torch.zeros_like(layer), layer)
+    layer = torch.floor(layer.clamp(0, 1) * 255) / 255  # PNG round trip of the original
+    angle = rng.uniform(1) * 90.0 - 135.0
+    layer = torch.round(ops.motion_blur(layer, float(radius), float(sigma), angle) * 255) / 255
+    lit = torch.maximum(x, ops.grey(x) * 1.5 + 0.5)
+    x = weight * x + (1 - weight) * lit
+    return x + layer + layer.flip(-1, -2)
+
+
+def frost(x: torch.Tensor, p: tuple, rng: KeyedRandom, **_) -> torch.Tensor:
+    """c0 x + c1 frost, the frost a random crop of one of five procedural textures."""
+    n, c, h, w = x.shape
+    size = texture_size(h, w)
+    textures = frost_textures(size).to(x.device, x.dtype)
+    if c == 1:
+        textures = ops.grey(textures)
+    pick = rng.integers(0, 0, NUM_TEXTURES).to(x.device)
+    top = rng.integers(1, 0, size - h).to(x.device)
+    left = rng.integers(2, 0, size - w).to(x.device)
+    rows = top[:, None] + torch.arange(h, device=x.device)
+    cols = left[:, None] + torch.arange(w, device=x.device)
+    crop = textures[
+        pick[:, None, None, None],
+        torch.arange(c, device=x.device)[None, :, None, None],
+        rows[:, None, :, None],
+        cols[:, None, None, :],
+    ]
+    return p[0] * x + p[1] * crop
+
+
+def plasma_fractal(rng: KeyedRandom, mapsize: int, decay: float) -> torch.Tensor:
+    """(N, mapsize, mapsize) diamond-square height maps in [0, 1], the original's algorithm."""
+    n = len(rng.indices)
+    m = torch.zeros(n, mapsize, mapsize, dtype=torch.float64, device=rng.device)
+    step, wibble, stream = mapsize, 100.0, 0
+
+    def wibbled_mean(total: torch.Tensor) -> torch.Tensor:
+        nonlocal stream
+        u = rng.uniform(stream, tuple(total.shape[1:])).to(torch.float64)
+        stream += 1
+        return total / 4 + wibble * (2 * u - 1) * wibble
+
+    while step >= 2:
+        half = step // 2
+        corners = m[:, 0:mapsize:step, 0:mapsize:step]
+        square = corners + corners.roll(-1, 1)
+        square = square + square.roll(-1, 2)
+        m[:, half:mapsize:step, half:mapsize:step] = wibbled_mean(square)
+        dr = m[:, half:mapsize:step, half:mapsize:step]
+        ul = m[:, 0:mapsize:step, 0:mapsize:step]
+        lt = dr + dr.roll(1, 1) + ul + ul.roll(-1, 2)
+        m[:, 0:mapsize:step, half:mapsize:step] = wibbled_mean(lt)
+        tt = dr + dr.roll(1, 2) + ul + ul.roll(-1, 1)
+        m[:, half:mapsize:step, 0:mapsize:step] = wibbled_mean(tt)
+        step //= 2
+        wibble /= decay
+    flat = m.view(n, -1)
+    flat = flat - flat.amin(1, keepdim=True)
+    return (flat / flat.amax(1, keepdim=True)).view(n, mapsize, mapsize)
+
+
+def fog(x: torch.Tensor, p: tuple, rng: KeyedRandom, **_) -> torch.Tensor:
+    """Add a plasma fractal (map size: the next power of two, 32 for CIFAR, 256 for
+    224 px ImageNet as the original) and rescale by the image maximum."""
+    strength, decay = float(p[0]), float(p[1])
+    n, _, h, w = x.shape
+    mapsize = 2 ** math.ceil(math.log2(max(h, w, 2)))
+    plasma = plasma_fractal(rng, mapsize, decay)[:, None, :h, :w].to(x.dtype)
+    top = x.flatten(1).amax(1).view(n, 1, 1, 1)
+    return (x + strength * plasma) * top / (top + strength)
+
+
+# --- spatter ---------------------------------------------------------------------------
+
+_EMBOSS = np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]], dtype=np.float64)
+
+
+def edge_distance(edges: torch.Tensor, cap: int) -> torch.Tensor:
+    """Euclidean distance to the nearest edge pixel, capped at `cap` (OpenCV's
+    distanceTransform + THRESH_TRUNC); (N, 1, H, W) bool -> float, two separable passes."""
+    h, w = edges.shape[-2:]
+    big = float(cap + 1)
+    col = torch.where(edges, 0.0, big)  # vertical distance to an edge in the same column
+    for d in range(1, min(cap, h - 1) + 1):
+        hit = torch.zeros_like(edges)
+        hit[..., :-d, :] |= edges[..., d:, :]
+        hit[..., d:, :] |= edges[..., :-d, :]
+        col = torch.where(hit & (col == big), float(d), col)
+    col2 = col * col
+    dist2 = col2.clone()
+    for d in range(1, min(cap, w - 1) + 1):
+        dist2[..., :, :-d] = torch.minimum(dist2[..., :, :-d], col2[..., :, d:] + d * d)
+        dist2[..., :, d:] = torch.minimum(dist2[..., :, d:], col2[..., :, :-d] + d * d)
+    return dist2.sqrt().clamp(max=float(cap))
+
+
+def _equalize_hist(v: torch.Tensor) -> torch.Tensor:
+    """OpenCV equalizeHist on integer-valued (N, 1, H, W) floats in 0..255, per image."""
+    n = v.shape[0]
+    flat = v.reshape(n, -1).long()
+    total = flat.shape[1]
+    hist = torch.zeros(n, 256, dtype=torch.float64, device=v.device)
+    hist.scatter_add_(1, flat, torch.ones_like(flat, dtype=torch.float64))
+    first = (hist > 0).float().argmax(1, keepdim=True)
+    cum = hist.cumsum(1)
+    base = cum.gather(1, first)
+    scale = 255.0 / (total - hist.gather(1, first)).clamp_min(1)
+    lut = torch.round((cum - base) * scale).clamp(0, 255)
+    single = hist.gather(1, first) == total  # one grey level: OpenCV fills with it
+    lut = torch.where(single, first.to(lut.dtype).expand_as(lut), lut)
+    return lut.gather(1, flat).view_as(v).to(v.dtype)
+
+
+def spatter(x: torch.Tensor, p: tuple, rng: KeyedRandom, **_) -> torch.Tensor:
+    """Water drops (pale turquoise, embossed edges) or mud (brown blobs)."""
+    mean, std, sigma, threshold, intensity, mud = p
+    n, c, h, w = x.shape
+    liquid = rng.normal(0, (1, h, w), mean=mean, std=std).to(x.device)
+    liquid = ops.gaussian_blur(liquid, float(sigma))
+    liquid = torch.where(liquid < threshold, torch.zeros_like(liquid), liquid)
+    if not mud:
+        liquid8 = torch.floor(liquid * 255).clamp(0, 255)
+        # Canny on the thresholded layer finds the drop borders: the inner boundary pixels
+        inside = liquid8 > 0
+        eroded = inside.clone()
+        padded = torch.nn.functional.pad(inside, (1, 1, 1, 1), value=True)
+        for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2)):
+            eroded &= padded[..., dy : dy + h, dx : dx + w]
+        edges = inside & ~eroded
+        dist = edge_distance(edges, 20)
+        dist = torch.floor(ops.box_blur3(dist))
+        dist = _equalize_hist(dist)
+        dist = torch.round(ops.filter2d(dist, _EMBOSS, "reflect101")).clamp(0, 255)
+        dist = ops.box_blur3(dist)
+        m = liquid8 * dist
+        top = m.flatten(1).amax(1).clamp_min(1e-12).view(n, 1, 1, 1)
+        m = m / top * intensity
+        water = ops.colour((175 / 255, 238 / 255, 238 / 255), c, x)
+        return x + m * water
+    m = (liquid > threshold).to(x.dtype)
+    m = ops.gaussian_blur(m, float(intensity))
+    m = torch.where(m < 0.8, torch.zeros_like(m), m)
+    brown = ops.colour((63 / 255, 42 / 255, 20 / 255), c, x)
+    return x * (1 - m) + brown * m
