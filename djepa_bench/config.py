@@ -167,12 +167,14 @@ class RobustnessConfig:
 class DenoisingConfig:
     """Denoising-diagnostics settings."""
 
-    num_levels: int = 10
+    num_levels: int = 10  # levels strictly inside the schedule; t=0 and t=T-1 are added
     steps: list[int] = field(default_factory=lambda: [1, 5, 10, 25])
-    samples: int = 8
-    eta: float = 0.0
-    num_images: int = 1000
-    seed: int = 0
+    samples: int = 8  # DDIM samples per target block
+    eta: float = 0.0  # DDIM stochasticity (0: deterministic given z_T)
+    num_images: int = 1000  # test images for the per-noise-level errors
+    sampling_images: int = 256  # test images for multi-step sampling (K x S predictor passes)
+    batch_size: int = 128
+    seed: int = 0  # fixes the masks, the noise and the sampler
 
 
 @dataclass
