@@ -1,0 +1,225 @@
+"""The trainer: objectives, schedules, optimiser groups, run directory, checkpoints, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+from djepa_bench.checkpoint import load_checkpoint, load_encoder, load_predictor
+from djepa_bench.config import DiffusionConfig, build_config
+from djepa_bench.errors import UserError
+from djepa_bench.io import safe_torch_load
+from djepa_bench.masks import MultiBlockMasker
+from djepa_bench.models import build_encoder, build_predictor, build_schedule
+from train.api import TrainingDiverged, TrainingStopped, quick_config, train_run
+from train.loop import Trainer
+from train.objectives import JepaModel, compute_losses
+from train.optim import param_groups
+from train.schedules import Schedules
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """Tiny models run faster on one thread, and far faster when the cores are shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_djepa_with_lambda_zero_gives_the_ijepa_loss_on_the_same_batch_and_masks():
+    cfg = quick_config(method="djepa", diffusion__lambda_diff=0.0)
+    torch.manual_seed(0)
+    encoder = build_encoder(cfg.model, 16, 3)
+    target = build_encoder(cfg.model, 16, 3)
+    target.load_state_dict(encoder.state_dict())
+    ijepa = JepaModel(encoder, build_predictor(cfg.model, encoder, "ijepa"))
+    djepa_predictor = build_predictor(cfg.model, encoder, "djepa")
+    missing = djepa_predictor.load_state_dict(ijepa.predictor.state_dict(), strict=False)
+    assert missing.missing_keys and all(
+        k.startswith(("noisy_proj", "time_embed", "modulation")) for k in missing.missing_keys
+    )
+    djepa = JepaModel(encoder, djepa_predictor)
+    images = torch.randn(8, 3, 16, 16)
+    masks = MultiBlockMasker(4, cfg.mask)(8, torch.Generator().manual_seed(1))
+    schedule = build_schedule(cfg.diffusion)
+    cfg_i = quick_config(method="ijepa")
+    loss_i = compute_losses(ijepa, target, None, images, masks, cfg_i, torch.Generator())
+    loss_d = compute_losses(djepa, target, schedule, images, masks, cfg, torch.Generator())
+    torch.testing.assert_close(loss_d.loss, loss_i.loss, atol=1e-6, rtol=1e-6)
+    assert loss_d.loss_diff > 0  # the diffusion branch ran, it only carries zero weight
+    cfg_on = quick_config(method="djepa", diffusion__lambda_diff=1.0)
+    loss_on = compute_losses(djepa, target, schedule, images, masks, cfg_on, torch.Generator())
+    assert loss_on.loss > loss_i.loss + 1e-3
+
+
+def test_schedules_warmup_cosine_and_ramps():
+    optim = quick_config().optim
+    optim.lr, optim.min_lr, optim.warmup_epochs = 1e-3, 1e-6, 1.0
+    sched = Schedules(optim, total_steps=100, steps_per_epoch=10)
+    assert sched(0).lr == pytest.approx(1e-4) and sched(9).lr == pytest.approx(1e-3)
+    assert sched(99).lr < 2e-5 and sched(50).lr < sched(20).lr
+    assert sched(0).wd == pytest.approx(0.04) and sched(100).wd == pytest.approx(0.4)
+    assert sched(0).ema == pytest.approx(0.996) and sched(100).ema == pytest.approx(1.0)
+
+
+def test_no_weight_decay_on_biases_and_1d_parameters():
+    cfg = quick_config()
+    encoder = build_encoder(cfg.model, 16, 3)
+    model = JepaModel(encoder, build_predictor(cfg.model, encoder, "djepa"))
+    decay, no_decay = param_groups(model)
+    assert all(p.ndim >= 2 for p in decay["params"])
+    assert all(p.ndim == 1 for p in no_decay["params"]) and no_decay["weight_decay"] == 0.0
+    total = sum(p.numel() for p in model.parameters())
+    assert sum(p.numel() for g in (decay, no_decay) for p in g["params"]) == total
+
+
+def read_log(run):
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "djepa"
+    train_run(quick_config(method="djepa", train__epochs=2), run)
+    return run
+
+
+def test_run_directory_and_checkpoint_format(finished_run):
+    run = finished_run
+    for name in ("config.yaml", "meta.json", "log.jsonl", "checkpoint.pt", "checkpoint-ep002.pt"):
+        assert (run / name).is_file(), name
+    ckpt = safe_torch_load(run / "checkpoint.pt")  # weights_only=True
+    assert ckpt["format"] == "djepa-bench" and ckpt["format_version"] == 1
+    assert ckpt["method"] == "djepa" and ckpt["step"] == 30 and ckpt["epoch"] == 2
+    assert ckpt["data"]["dataset"] == "synthetic" and ckpt["data"]["num_classes"] == 10
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["status"] == "finished" and meta["environment"]["torch"]
+    rows = read_log(run)
+    steps = [r for r in rows if r["kind"] == "step"]
+    epochs = [r for r in rows if r["kind"] == "epoch"]
+    assert [r["epoch"] for r in epochs] == [1, 2]
+    for key in ("loss", "loss_jepa", "loss_diff", "lr", "wd", "ema", "grad_norm", "images_per_s"):
+        assert key in steps[0]
+    assert steps[-1]["step"] == 30 and steps[-1]["loss_diff"] > 0
+    for key in ("knn_top1", "rankme", "feature_std_mean", "feature_std_min"):
+        assert key in epochs[-1]
+    assert epochs[-1]["knn_top1"] > 20  # synthetic classes are learnable; chance is 10%
+
+
+def test_checkpoint_loaders_rebuild_models(finished_run):
+    ckpt = load_checkpoint(finished_run)
+    encoder = load_encoder(ckpt, "target")
+    assert not encoder.training
+    x = torch.randn(2, 3, 16, 16)
+    assert encoder(x).shape == (2, 16, 32)
+    torch.testing.assert_close(
+        encoder.state_dict()["norm.weight"], ckpt["target_encoder"]["norm.weight"]
+    )
+    predictor, schedule = load_predictor(ckpt)
+    assert predictor.diffusion and schedule.timesteps == 100
+
+
+def test_existing_run_needs_resume_and_resume_of_finished_run_is_a_no_op(finished_run):
+    with pytest.raises(UserError, match="--resume"):
+        train_run(quick_config(method="djepa", train__epochs=2), finished_run)
+    before = (finished_run / "checkpoint.pt").stat().st_mtime_ns
+    train_run(quick_config(method="djepa", train__epochs=2), finished_run, resume=True)
+    assert (finished_run / "checkpoint.pt").stat().st_mtime_ns == before
+    with pytest.raises(UserError, match="optim.lr differs"):
+        train_run(
+            quick_config(method="djepa", train__epochs=2, optim__lr=0.5), finished_run, resume=True
+        )
+
+
+def weights(run):
+    ckpt = safe_torch_load(run / "checkpoint.pt")
+    return {
+        f"{part}.{k}": v
+        for part in ("context_encoder", "target_encoder", "predictor")
+        for k, v in ckpt[part].items()
+    }
+
+
+def test_sigterm_writes_checkpoint_and_resume_matches_uninterrupted_run(tmp_path, monkeypatch):
+    cfg = quick_config(method="djepa", train__epochs=2, train__monitor=False)
+    full = train_run(cfg, tmp_path / "full")
+    original_step = Trainer.train_step
+
+    def step_and_signal(self, images, step):
+        out = original_step(self, images, step)
+        if step == 6:  # mid-epoch, between checkpoints
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    monkeypatch.setattr(Trainer, "train_step", step_and_signal)
+    with pytest.raises(TrainingStopped) as stopped:
+        train_run(cfg, tmp_path / "cut")
+    assert stopped.value.exit_code == 143
+    assert safe_torch_load(tmp_path / "cut" / "checkpoint.pt")["step"] == 7
+    monkeypatch.setattr(Trainer, "train_step", original_step)
+    train_run(cfg, tmp_path / "cut", resume=True)
+    a, b = weights(full), weights(tmp_path / "cut")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    steps = [r["step"] for r in read_log(tmp_path / "cut") if r["kind"] == "step"]
+    assert steps == sorted(set(steps)) and steps[-1] == 30  # no duplicated rows after resume
+
+
+def test_nan_loss_stops_with_one_line_error_and_keeps_last_checkpoint(tmp_path, monkeypatch):
+    cfg = quick_config(method="ijepa", train__epochs=2, train__monitor=False)
+    import train.loop as loop
+
+    original = loop.compute_losses
+
+    def poisoned(*args, **kwargs):
+        parts = original(*args, **kwargs)
+        if poisoned.calls == 20:
+            parts.loss = parts.loss * float("nan")
+        poisoned.calls += 1
+        return parts
+
+    poisoned.calls = 0
+    monkeypatch.setattr(loop, "compute_losses", poisoned)
+    with pytest.raises(TrainingDiverged) as err:
+        train_run(cfg, tmp_path / "nan")
+    message = str(err.value)
+    assert "\n" not in message and "nan" in message and "step 21" in message
+    ckpt = safe_torch_load(tmp_path / "nan" / "checkpoint.pt")
+    assert ckpt["step"] == 15  # the epoch-1 checkpoint, untouched
+    assert all(torch.isfinite(v).all() for v in ckpt["context_encoder"].values())
+
+
+def test_cli_train_tiny_run_and_errors(run_cli, tmp_path):
+    out = tmp_path / "cli"
+    args = [
+        "train", "--preset", "demo", "--method", "ijepa", "--out", out, "--epochs", "1",
+        "--set", "data.dataset=synthetic", "--set", "model.embed_dim=32",
+        "--set", "model.depth=1", "--set", "model.patch_size=4", "--set", "model.predictor_dim=32",
+        "--set", "model.predictor_depth=1", "--set", "train.monitor=false", "--device", "cpu",
+    ]  # fmt: skip
+    result = run_cli(*args)
+    assert result.code == 0, result.err
+    assert "run directory" in result.out
+    assert safe_torch_load(out / "checkpoint.pt")["method"] == "ijepa"
+    again = run_cli(*args)
+    assert again.code == 2 and "--resume" in again.err and "Traceback" not in again.err
+    bad = run_cli("train", "--preset", "demo", "--set", "optim.lrr=1", "--out", tmp_path / "x")
+    assert bad.code == 2 and "optim.lr" in bad.err
+    bad_method = run_cli("train", "--preset", "demo", "--method", "mae", "--out", tmp_path / "y")
+    assert bad_method.code == 2 and "ijepa or djepa" in bad_method.err
+
+
+def test_every_preset_resolves():
+    from djepa_bench.presets import preset_description, preset_names
+
+    names = preset_names()
+    for name in ("demo", "cifar10-cpu", "cifar10-vit-tiny", "stl10-vit-small", "imagenet-vit-base"):
+        assert name in names
+        assert preset_description(name)
+        cfg = build_config(name)
+        assert cfg.diffusion == DiffusionConfig() or cfg.diffusion.timesteps > 1

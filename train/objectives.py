@@ -1,0 +1,149 @@
+"""The two objectives of DESIGN.md section 1: I-JEPA's L_jepa and D-JEPA's L_jepa + lambda L_diff.
+
+Targets are layer-normed (no affine) target-encoder tokens at each target block. D-JEPA
+noises them, z_t = sqrt(abar_t) z + sqrt(1 - abar_t) eps with t ~ U{0..T-1} per target
+block (and per draw), and the predictor estimates z from z_t, the context and t.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from djepa_bench.config import Config
+from djepa_bench.errors import UserError
+from djepa_bench.masks import MaskBatch
+from djepa_bench.models import DiffusionSchedule, PredictorOutput, VisionEncoder
+from djepa_bench.models.common import gather_tokens
+from djepa_bench.models.encoder import layer_norm_targets
+
+LOSSES = ("smooth_l1", "mse")
+
+
+class JepaModel(nn.Module):
+    """The trainable part: context encoder and predictor (what DDP wraps and AdamW updates)."""
+
+    def __init__(self, context_encoder: VisionEncoder, predictor: nn.Module):
+        super().__init__()
+        self.context_encoder = context_encoder
+        self.predictor = predictor
+
+    def forward(
+        self, images: torch.Tensor, masks: MaskBatch, noisy: NoisyTargets | None = None
+    ) -> PredictorOutput:
+        """Encode the context tokens and predict every target block (and noisy draw)."""
+        z_ctx = self.context_encoder(images, masks.context_idx, masks.context_valid)
+        return self.predictor(
+            z_ctx,
+            masks.context_idx,
+            masks.context_valid,
+            target_idx=masks.target_idx,
+            noisy_idx=None if noisy is None else noisy.idx,
+            noisy=None if noisy is None else noisy.noisy,
+            noise_level=None if noisy is None else noisy.level,
+        )
+
+
+@dataclass
+class NoisyTargets:
+    """Noised copies of the targets: Q = draws x M query groups."""
+
+    idx: torch.Tensor  # (B, Q, T) token positions
+    clean: torch.Tensor  # (B, Q, T, D) what the predictor must recover
+    noisy: torch.Tensor  # (B, Q, T, D)
+    level: torch.Tensor  # (B, Q) integer noise levels
+    weight: torch.Tensor | None  # (B, Q) min-SNR loss weights, or None
+
+
+@dataclass
+class LossParts:
+    """The total loss and its two parts (scalars; loss_diff is 0 for I-JEPA)."""
+
+    loss: torch.Tensor
+    loss_jepa: torch.Tensor
+    loss_diff: torch.Tensor
+
+
+@torch.no_grad()
+def target_embeddings(target_encoder: VisionEncoder, images: torch.Tensor, masks: MaskBatch):
+    """Layer-normed target-encoder tokens at every target block, (B, M, T, D), float32."""
+    tokens = layer_norm_targets(target_encoder(images).float())
+    batch, blocks, per_block = masks.target_idx.shape
+    return gather_tokens(tokens, masks.target_idx.reshape(batch, -1)).reshape(
+        batch, blocks, per_block, -1
+    )
+
+
+def noise_targets(
+    schedule: DiffusionSchedule,
+    targets: torch.Tensor,
+    target_idx: torch.Tensor,
+    draws: int,
+    generator: torch.Generator,
+    min_snr_gamma: float = 0.0,
+) -> NoisyTargets:
+    """Draw `draws` noise levels and Gaussian noises per target block."""
+    clean = targets.repeat(1, draws, 1, 1) if draws > 1 else targets
+    idx = target_idx.repeat(1, draws, 1) if draws > 1 else target_idx
+    device = targets.device
+    level = torch.randint(
+        0, schedule.timesteps, clean.shape[:2], generator=generator, device=device
+    )
+    eps = torch.randn(clean.shape, generator=generator, device=device, dtype=clean.dtype)
+    noisy = schedule.q_sample(clean, level, eps)
+    weight = None
+    if min_snr_gamma > 0:
+        # min-SNR-gamma for an x0 loss is min(SNR, gamma); divided by gamma to stay in (0, 1].
+        weight = schedule.snr(level).clamp(max=min_snr_gamma) / min_snr_gamma
+    return NoisyTargets(idx=idx, clean=clean, noisy=noisy, level=level, weight=weight)
+
+
+def regression_loss(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    """Element-wise smooth-L1 or squared error (no reduction)."""
+    if kind == "smooth_l1":
+        return F.smooth_l1_loss(pred.float(), target, reduction="none")
+    if kind == "mse":
+        return F.mse_loss(pred.float(), target, reduction="none")
+    raise UserError(f"unknown loss '{kind}'; use {' or '.join(LOSSES)}")
+
+
+def jepa_loss(predicted: torch.Tensor, targets: torch.Tensor, kind: str) -> torch.Tensor:
+    """L_jepa: mean regression error of mask-token predictions against the targets."""
+    return regression_loss(predicted, targets, kind).mean()
+
+
+def diffusion_loss(predicted: torch.Tensor, noisy: NoisyTargets, kind: str) -> torch.Tensor:
+    """L_diff: mean error of the x0 estimates, per query group weighted by min-SNR if set."""
+    per_group = regression_loss(predicted, noisy.clean, kind).mean(dim=(2, 3))  # (B, Q)
+    if noisy.weight is not None:
+        per_group = per_group * noisy.weight
+    return per_group.mean()
+
+
+def compute_losses(
+    model: nn.Module,
+    target_encoder: VisionEncoder,
+    schedule: DiffusionSchedule | None,
+    images: torch.Tensor,
+    masks: MaskBatch,
+    cfg: Config,
+    generator: torch.Generator,
+) -> LossParts:
+    """One forward pass of the configured method on a batch; returns the loss parts."""
+    targets = target_embeddings(target_encoder, images, masks)
+    noisy = None
+    if cfg.train.method == "djepa":
+        d = cfg.diffusion
+        noisy = noise_targets(
+            schedule, targets, masks.target_idx, d.noise_draws, generator, d.min_snr_gamma
+        )
+    out = model(images, masks, noisy)
+    loss_jepa = jepa_loss(out.masked, targets, cfg.optim.jepa_loss)
+    if noisy is None:
+        return LossParts(loss_jepa, loss_jepa.detach(), torch.zeros((), device=images.device))
+    loss_diff = diffusion_loss(out.denoised, noisy, cfg.diffusion.loss)
+    loss = loss_jepa + cfg.diffusion.lambda_diff * loss_diff
+    return LossParts(loss, loss_jepa.detach(), loss_diff.detach())
