@@ -113,7 +113,7 @@ def build_report(
     columns = present_columns(headline)
     runs = runs_table(collection.runs, records, grouping)
     report.notes.extend(summary.config_notes(collection.runs, grouping))
-    multi = values.groupby(["key", "column", "seed"])["run_dir"].nunique()
+    multi = values.groupby(["key", "column", "seed"])["run_key"].nunique()
     for key in sorted({k for (k, _, _), n in multi.items() if n > 1}):
         report.notes.append(
             f"{grouping.label(key)} has several runs with the same seed; they are averaged "
@@ -232,6 +232,8 @@ def _markdown(
             f"{spec.caption} Vector version: [figures/{spec.name}.pdf](figures/{spec.name}.pdf).",
             "",
         ]
+    if not drawn and not report.skipped:
+        lines += ["No figures were requested.", ""]
     if report.skipped:
         lines += ["Skipped figures (nothing to draw):", ""]
         lines += [f"- {s}" for s in report.skipped] + [""]

@@ -15,12 +15,18 @@ import yaml
 from djepa_bench.errors import UserError
 from djepa_bench.records import read_records, results_dir
 
+REFERENCE_METHODS = ("pixels", "random", "timm", "ijepa-official")
 RECORD_COLUMNS = [
     "run_dir", "run", "method", "seed", "checkpoint_sha256", "dataset", "split", "protocol",
     "metric", "value", "params", "created", "version",
 ]  # fmt: skip
 MISSING = "—"  # shown for a group-by field a run does not have (e.g. a floor without config)
 _GLOB_CHARS = set("*?[")
+# Params a protocol chooses or measures (not settings): two records differing only in these
+# are the same measurement evaluated twice.
+OUTCOME_PARAMS = frozenset(
+    {"C", "cv", "val_top1", "lr", "wd", "refit", "grid_size", "num_labelled"}
+)
 
 
 @dataclass
@@ -39,25 +45,41 @@ class Collection:
     notes: list[str] = field(default_factory=list)
 
 
+def _loose_record_files(path: Path) -> list[Path]:
+    """*.jsonl record files directly in a folder (an `eval --out DIR` folder), not log.jsonl."""
+    return sorted(p for p in path.glob("*.jsonl") if p.name != "log.jsonl" and p.is_file())
+
+
+def record_files(run_dir: Path) -> list[Path]:
+    """The record files of a run: RUN/results/*.jsonl, else *.jsonl in the folder itself."""
+    if results_dir(run_dir).is_dir():
+        return sorted(results_dir(run_dir).glob("*.jsonl"))
+    return _loose_record_files(run_dir)
+
+
 def _is_run_dir(path: Path) -> bool:
     return (
         results_dir(path).is_dir()
         or (path / "log.jsonl").is_file()
         or (path / "config.yaml").is_file()
+        or bool(_loose_record_files(path))
     )
 
 
 def _run_dirs_below(path: Path) -> list[Path]:
-    found = {p.parent for p in path.rglob("results") if p.is_dir()}
-    found |= {p.parent for p in path.rglob("log.jsonl")}
+    found = set()
+    for file in path.rglob("*.jsonl"):
+        folder = file.parent
+        found.add(folder.parent if folder.name == "results" else folder)
     return sorted(found)
 
 
 def find_run_dirs(inputs: list[str]) -> list[Path]:
     """Resolve RUN_OR_GLOB arguments to run directories (sorted, without duplicates).
 
-    An argument may be a run directory, a folder holding run directories (searched
-    recursively), a results .jsonl file, or a glob pattern of any of these.
+    An argument may be a run directory, a folder of records written by `eval --out DIR`,
+    a folder holding such directories (searched recursively), a .jsonl record file, or a
+    glob pattern of any of these.
     """
     if not inputs:
         raise UserError("no runs given; pass run directories or a glob such as 'runs/*'")
@@ -75,9 +97,13 @@ def find_run_dirs(inputs: list[str]) -> list[Path]:
                 raise UserError(f"'{match}' does not exist; pass a run directory or a glob")
             if path.is_file():
                 if path.suffix != ".jsonl":
-                    raise UserError(f"'{match}' is a file but not a results .jsonl file")
+                    if len(matches) > 1:
+                        continue  # a glob such as runs/* also matches stray files
+                    raise UserError(f"'{match}' is a file but not a .jsonl record file")
                 parent = path.parent
                 dirs.add((parent.parent if parent.name == "results" else parent).resolve())
+            elif path.name == "results" and path.parent.is_dir():
+                dirs.add(path.parent.resolve())
             elif _is_run_dir(path):
                 dirs.add(path.resolve())
             else:
@@ -112,7 +138,7 @@ def _load_json_file(path: Path, notes: list[str]) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
-        notes.append(f"could not read {path.name} of {path.parent.name}: {err.__class__.__name__}")
+        notes.append(f"could not read {path} ({err.__class__.__name__}); it is ignored")
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -143,18 +169,75 @@ def _read_log(path: Path, label: str, notes: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
+def _measurement_key(params_json: str) -> str:
+    params = json.loads(params_json)
+    return json.dumps({k: v for k, v in params.items() if k not in OUTCOME_PARAMS}, sort_keys=True)
+
+
 def _dedupe(records: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
-    """Keep the newest record where a run has several for the same measurement (re-evaluation)."""
-    key = ["run_dir", "dataset", "split", "protocol", "metric", "params"]
+    """Keep one evaluation per run and protocol: the newest checkpoint's, newest records.
+
+    Evaluating again appends: records of an older checkpoint of the same run (trained
+    further since) and repeated measurements of the same setting are superseded.
+    """
     records = records.sort_values(["created", "_order"], kind="mergesort")
-    kept = records.drop_duplicates(key, keep="last")
-    dropped = len(records) - len(kept)
-    if dropped:
+    subject = ["run_key", "dataset", "protocol"]
+    latest = records.groupby(subject)["checkpoint_sha256"].transform("last")
+    stale = records["checkpoint_sha256"] != latest
+    if stale.any():
+        runs = sorted(set(records.loc[stale, "run_key"]))
         notes.append(
-            f"{dropped} older record(s) superseded by a newer one for the same run and "
-            "measurement (re-evaluation); only the newest is used"
+            f"{int(stale.sum())} record(s) of older checkpoints ignored (runs: "
+            f"{', '.join(runs[:5])}{' ...' if len(runs) > 5 else ''}); the newest checkpoint "
+            "evaluated per run and protocol is used"
         )
-    return kept
+        records = records[~stale]
+    key = records["params"].map(_measurement_key)
+    columns = ["run_key", "dataset", "split", "protocol", "metric"]
+    duplicate = records.assign(_key=key).duplicated([*columns, "_key"], keep="last")
+    if duplicate.any():
+        notes.append(
+            f"{int(duplicate.sum())} repeated record(s) of the same run, checkpoint and setting "
+            "(evaluated again) superseded by the newest"
+        )
+    return records[~duplicate]
+
+
+def row_names(records: pd.DataFrame) -> pd.Series:
+    """What a record's table row is called: its method, except for reference models
+    (random-init ViTs, timm models, official checkpoints) evaluated in several variants,
+    which keep their run name (e.g. random:tiny vs random:small) so they are not averaged."""
+    rows = records["method"].copy()
+    for method in REFERENCE_METHODS:
+        mine = records["method"] == method
+        if records.loc[mine, "run"].nunique() > 1:
+            rows[mine] = records.loc[mine, "run"]
+    return rows
+
+
+def _run_keys(records: pd.DataFrame) -> pd.Series:
+    """One id per evaluated subject: its folder, plus run name and seed where a folder
+    (an `eval --out` folder) holds several subjects."""
+    subjects = records.groupby("run_dir")[["run", "seed"]].apply(lambda f: len(f.drop_duplicates()))
+    shared = records["run_dir"].map(subjects) > 1
+    detailed = records["run_dir"] + " [" + records["run"] + " s" + records["seed"].astype(str) + "]"
+    return detailed.where(shared, records["run_dir"])
+
+
+def _runs_frame(records: pd.DataFrame, dir_rows: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """One row per run key (and per log-only run directory) with its folder's config/meta."""
+    columns = ["run_key", "run_dir", "run", "method", "row", "seed"]
+    subjects = records.drop_duplicates("run_key")[columns]
+    rows = []
+    for subject in subjects.itertuples(index=False):
+        rows.append({**dir_rows[subject.run_dir], **subject._asdict()})
+    for run_dir, info in dir_rows.items():
+        if run_dir not in set(subjects["run_dir"]) and info.get("has_log"):
+            rows.append(
+                {**info, "run_key": run_dir, "run": Path(run_dir).name, "row": info["method"]}
+            )
+    runs = pd.DataFrame(rows)
+    return runs.sort_values("run_key", kind="mergesort").reset_index(drop=True)
 
 
 def load_collection(inputs: list[str]) -> Collection:
@@ -163,65 +246,63 @@ def load_collection(inputs: list[str]) -> Collection:
     labels = _run_labels(run_dirs)
     notes: list[str] = []
     record_rows: list[dict[str, Any]] = []
-    run_rows: list[dict[str, Any]] = []
+    dir_rows: dict[str, dict[str, Any]] = {}
     log_rows: list[dict[str, Any]] = []
     for run_dir in run_dirs:
         label = labels[run_dir]
-        config = (
-            _load_config(run_dir / "config.yaml", notes)
-            if (run_dir / "config.yaml").is_file()
-            else {}
-        )
-        meta = (
-            _load_json_file(run_dir / "meta.json", notes)
-            if (run_dir / "meta.json").is_file()
-            else {}
-        )
-        run_records = []
-        for path in sorted(results_dir(run_dir).glob("*.jsonl")):
-            run_records.extend(read_records(path))
+        config_file, meta_file = run_dir / "config.yaml", run_dir / "meta.json"
+        config = _load_config(config_file, notes) if config_file.is_file() else {}
+        meta = _load_json_file(meta_file, notes) if meta_file.is_file() else {}
         if (run_dir / "log.jsonl").is_file():
             log_rows.extend(_read_log(run_dir / "log.jsonl", label, notes))
-        train = config.get("train", {}) if isinstance(config.get("train"), dict) else {}
-        first = run_records[0] if run_records else {}
-        run_rows.append(
-            {
-                "run_dir": label,
-                "method": str(first.get("method", train.get("method", meta.get("method", "?")))),
-                "seed": int(first.get("seed", train.get("seed", meta.get("seed", 0))) or 0),
-                "has_config": bool(config),
-                **{f"config.{k}": v for k, v in flatten(config).items()},
-            }
-        )
-        for record in run_records:
-            params = record.get("params") or {}
-            row = {column: record.get(column) for column in RECORD_COLUMNS}
-            row.update(
-                run_dir=label,
-                params=json.dumps(params, sort_keys=True),
-                _order=len(record_rows),
-                **{f"params.{k}": v for k, v in flatten(params).items()},
-            )
-            record_rows.append(row)
+        train = config.get("train") if isinstance(config.get("train"), dict) else {}
+        dir_rows[label] = {
+            "run_dir": label,
+            "method": str(train.get("method", meta.get("method", "?"))),
+            "seed": int(train.get("seed", meta.get("seed", 0)) or 0),
+            "has_config": bool(config),
+            "has_log": (run_dir / "log.jsonl").is_file(),
+            "status": str(meta.get("status", "")),
+            "wall_s": meta.get("wall_s"),
+            **{f"config.{k}": v for k, v in flatten(config).items()},
+        }
+        for path in record_files(run_dir):
+            for record in read_records(path):
+                params = record.get("params") or {}
+                row = {column: record.get(column) for column in RECORD_COLUMNS}
+                row.update(
+                    run_dir=label,
+                    params=json.dumps(params, sort_keys=True),
+                    _order=len(record_rows),
+                    **{f"params.{k}": v for k, v in flatten(params).items()},
+                )
+                record_rows.append(row)
     if not record_rows:
         where = ", ".join(inputs)
         raise UserError(
             f"no result records found in {where}; evaluate runs first "
-            "(`djepa-bench eval RUN ...` writes RUN/results/*.jsonl)"
+            "(`djepa-bench eval --ckpt RUN ...` writes RUN/results/*.jsonl)"
         )
     records = pd.DataFrame(record_rows)
     records["value"] = pd.to_numeric(records["value"], errors="coerce")
     records["seed"] = pd.to_numeric(records["seed"], errors="coerce").fillna(0).astype(int)
-    for column in ("method", "dataset", "split", "protocol", "metric", "created"):
+    text_columns = ("run", "method", "checkpoint_sha256", "dataset", "split", "protocol", "metric")
+    for column in (*text_columns, "created"):
         records[column] = records[column].fillna("").astype(str)
+    records["run_key"] = _run_keys(records)
     records = _dedupe(records, notes).drop(columns="_order")
+    records["row"] = row_names(records)
     records = records.sort_values(
-        ["run_dir", "protocol", "metric", "dataset", "split", "params"], kind="mergesort"
+        ["run_key", "protocol", "metric", "dataset", "split", "params"], kind="mergesort"
     ).reset_index(drop=True)
-    runs = pd.DataFrame(run_rows).sort_values("run_dir", kind="mergesort").reset_index(drop=True)
+    runs = _runs_frame(records, dir_rows)
     logs = pd.DataFrame(log_rows)
     if not logs.empty:
-        by_dir = runs.set_index("run_dir")
-        logs["method"] = logs["run_dir"].map(by_dir["method"])
+        by_dir = pd.DataFrame(dir_rows.values()).set_index("run_dir")
+        first_row = records.drop_duplicates("run_dir").set_index("run_dir")["row"]
+        logs["row"] = logs["run_dir"].map(first_row).fillna(logs["run_dir"].map(by_dir["method"]))
         logs["seed"] = logs["run_dir"].map(by_dir["seed"])
+    for run in runs.itertuples(index=False):
+        if run.status and run.status not in ("finished", "nan"):
+            notes.append(f"run {run.run_key} has training status '{run.status}' in meta.json")
     return Collection(records=records, runs=runs, logs=logs, notes=notes)

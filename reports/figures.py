@@ -274,11 +274,11 @@ def robustness(records, grouping, styles) -> Figure | None:
     for ax, panel in zip(axes, panels, strict=True):
         part = corrupted if panel == "mean" else corrupted[corrupted["family"] == panel]
         # Average corruptions within each run first, so every run counts once per severity.
-        per_run = part.groupby(["key", "run_dir", "seed", "params.severity"], as_index=False)[
+        per_run = part.groupby(["key", "run_key", "seed", "params.severity"], as_index=False)[
             "value"
         ].mean()
         per_run = pd.concat([clean.assign(**{"params.severity": 0.0}), per_run])
-        per_run = per_run.groupby(["key", "run_dir", "seed", "params.severity"], as_index=False)[
+        per_run = per_run.groupby(["key", "run_key", "seed", "params.severity"], as_index=False)[
             "value"
         ].mean()
         _draw_curves(ax, curve(per_run, "params.severity"), styles)

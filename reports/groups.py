@@ -22,16 +22,24 @@ RECORD_GROUP_FIELDS = ("dataset", "split")
 Key = tuple[str, ...]
 
 
-def method_label(method: str) -> str:
-    """Display name of a method ("djepa" -> "D-JEPA"); unknown names are shown as they are."""
-    return METHOD_LABELS.get(method, method)
+def method_label(row: str) -> str:
+    """Display name of a row ("djepa" -> "D-JEPA", "random:tiny" -> "random init (tiny)")."""
+    if row in METHOD_LABELS:
+        return METHOD_LABELS[row]
+    method, _, variant = row.partition(":")
+    if method in METHOD_LABELS and variant:
+        return f"{METHOD_LABELS[method]} ({variant})"
+    return row
 
 
 @dataclass(frozen=True)
 class Grouping:
-    """Row keys of a report: (method, *group_by values), in display order, with the baseline."""
+    """Row keys of a report: (row, *group_by values), in display order, with the baseline.
 
-    fields: tuple[str, ...]  # ("method", *group_by)
+    `row` is the method (or a reference model's run name, see collect.row_names).
+    """
+
+    fields: tuple[str, ...]  # ("row", *group_by)
     keys: tuple[Key, ...]
     baseline: str | None
 
@@ -65,7 +73,21 @@ class Grouping:
         return candidates[0] if len(candidates) == 1 else None
 
     def is_floor(self, key: Key) -> bool:
-        return key[0] in FLOOR_METHODS
+        """Raw-pixel and random-init rows: the floors every trained encoder should clear."""
+        return key[0].partition(":")[0] in FLOOR_METHODS
+
+    def columns(self, key: Key) -> dict[str, str]:
+        """A key as table columns: method, then the group-by fields."""
+        return {"method": key[0], **dict(zip(self.group_by, key[1:], strict=True))}
+
+
+def _text(value: object) -> str | None:
+    """A config value as group text (2 rather than 2.0); None when missing."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _config_fields(runs: pd.DataFrame) -> list[str]:
@@ -80,7 +102,7 @@ def attach_groups(collection: Collection, group_by: list[str], baseline: str | N
     """
     fields: list[str] = []
     for name in group_by:
-        if name in ("method", "seed"):
+        if name in ("method", "row", "seed"):
             if name == "seed":
                 raise UserError("--group-by seed is not allowed: seeds are what rows average over")
             continue
@@ -88,46 +110,46 @@ def attach_groups(collection: Collection, group_by: list[str], baseline: str | N
             fields.append(name)
     records, runs = collection.records, collection.runs
     config_fields = _config_fields(runs)
+    by_dir = runs.drop_duplicates("run_dir").set_index("run_dir")
     for name in fields:
         if name in RECORD_GROUP_FIELDS:
+            records[name] = records[name].replace("", MISSING)
+            first = records.groupby("run_key")[name].first()
+            runs[name] = runs["run_key"].map(first).fillna(MISSING).astype(str)
             continue
         if name not in config_fields:
             close = difflib.get_close_matches(name, [*RECORD_GROUP_FIELDS, *config_fields], n=3)
             hint = f"did you mean {', '.join(close)}?" if close else "use dataset or a config key"
             raise UserError(f"unknown --group-by field '{name}'; {hint}")
-        values = runs.set_index("run_dir")[f"config.{name}"]
-        mapped = records["run_dir"].map(values)
-        records[name] = mapped.where(mapped.notna(), MISSING).astype(str)
-        runs[name] = runs[f"config.{name}"].where(runs[f"config.{name}"].notna(), MISSING)
-        runs[name] = runs[name].astype(str)
-    for name in fields:
-        if name in RECORD_GROUP_FIELDS:
-            records[name] = records[name].replace("", MISSING)
-            first = records.groupby("run_dir")[name].first()
-            runs[name] = runs["run_dir"].map(first).fillna(MISSING).astype(str)
+        values = by_dir[f"config.{name}"].map(_text)
+        records[name] = records["run_dir"].map(values).fillna(MISSING).astype(str)
+        runs[name] = runs["run_dir"].map(values).fillna(MISSING).astype(str)
+    if not collection.logs.empty:
+        for name in fields:
+            collection.logs[name] = collection.logs["run_dir"].map(
+                runs.drop_duplicates("run_dir").set_index("run_dir")[name]
+            )
     datasets = sorted(d for d in records["dataset"].unique() if d)
     if len(datasets) > 1 and "dataset" not in fields:
         raise UserError(
             f"runs were evaluated on several datasets ({', '.join(datasets)}); "
             "pass --group-by dataset to compare them side by side, or report them separately"
         )
-    methods = sorted(records["method"].unique())
+    methods = sorted(records["row"].unique())
     if baseline is not None and baseline not in methods:
         raise UserError(
             f"baseline method '{baseline}' has no records (methods found: {', '.join(methods)}); "
             "pass --baseline with one of them, or --baseline none"
         )
-    all_fields = ("method", *fields)
+    all_fields = ("row", *fields)
     keys = {tuple(str(v) for v in row) for row in records[list(all_fields)].itertuples(index=False)}
 
     def order(key: Key) -> tuple:
         method = key[0]
-        rank = 0 if method == baseline else 2 if method in FLOOR_METHODS else 1
+        floor = method.partition(":")[0] in FLOOR_METHODS
+        rank = 0 if method == baseline else 2 if floor else 1
         return (*key[1:], rank, method)
 
-    if not collection.logs.empty:
-        for name in fields:
-            collection.logs[name] = collection.logs["run_dir"].map(runs.set_index("run_dir")[name])
     return Grouping(all_fields, tuple(sorted(keys, key=order)), baseline)
 
 

@@ -108,7 +108,7 @@ def floor_lines(headline: pd.DataFrame, grouping: Grouping) -> list[str]:
         else:
             lines.append(
                 f"Every trained row is above the {grouping.label(floor)} floor "
-                f"in all {compared} comparisons."
+                f"({compared} of {compared} row-column comparisons)."
             )
     return lines
 

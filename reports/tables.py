@@ -88,10 +88,13 @@ def select(records: pd.DataFrame, column: Column | None = None, **kwargs: Any) -
     return rows
 
 
+RUN = ["key", "run_key", "seed"]  # one evaluated subject within one report row
+
+
 def _spread_note(rows: pd.DataFrame, name: str) -> str | None:
     """A note when one run's records of a cell differ in params other than the trial."""
     varying: set[str] = set()
-    for _, run_rows in rows.groupby("run_dir"):
+    for _, run_rows in rows.groupby(RUN):
         if len(run_rows) < 2:
             continue
         params = [json.loads(p) for p in run_rows["params"]]
@@ -102,38 +105,33 @@ def _spread_note(rows: pd.DataFrame, name: str) -> str | None:
     return None
 
 
-def _robustness_errors(records: pd.DataFrame) -> pd.DataFrame:
-    """Per run and corruption: top-1 error (%) summed over severities (ImageNet-C's CE)."""
+def _corruption_rows(records: pd.DataFrame) -> pd.DataFrame:
+    """Per-corruption top-1 records (not clean), linear head preferred."""
     rows = select(records, protocol="robustness", metric="top1", prefer={"classifier": "linear"})
     if rows.empty or "params.corruption" not in rows.columns:
         return rows.iloc[0:0]
-    rows = rows[rows["params.corruption"].astype(str) != "clean"]
-    rows = rows.assign(error=100.0 - rows["value"], corruption=rows["params.corruption"])
-    return rows.groupby(["run_dir", "corruption"], as_index=False)["error"].sum()
+    return rows[rows["params.corruption"].astype(str) != "clean"]
 
 
-def _mce_values(
-    records: pd.DataFrame, grouping: Grouping, notes: list[str]
-) -> list[dict[str, Any]]:
+def _mce_values(records: pd.DataFrame, grouping: Grouping, notes: list[str]) -> pd.DataFrame:
     """mCE of every run against its baseline row's mean corruption error (100 = baseline).
 
-    Computed from per-corruption top-1 records when they exist; otherwise the protocol's
-    own `mce` records (normalised by whatever baseline run was given at eval time) are used.
+    CE per corruption = top-1 error summed over severities (ImageNet-C), divided by the
+    baseline row's CE averaged over its seeds; mCE = 100 x the mean over corruptions both
+    have. Without per-corruption records the protocol's own `mce` records (normalised by
+    whatever baseline run was named at eval time) are used.
     """
-    errors = _robustness_errors(records)
-    runs = records.drop_duplicates("run_dir").set_index("run_dir")
-    out: list[dict[str, Any]] = []
-    if errors.empty:
-        rows = select(records, COLUMN_BY_NAME["mCE"])
-        if not rows.empty:
+    rows = _corruption_rows(records)
+    if rows.empty:
+        own = select(records, COLUMN_BY_NAME["mCE"])
+        if not own.empty:
             notes.append("mCE: taken from the robustness protocol's own mce records")
-        for row in rows.itertuples(index=False):
-            out.append({"run_dir": row.run_dir, "value": row.value})
-        return out
+        return own.groupby(RUN, as_index=False)["value"].mean()
     if grouping.baseline is None:
-        return out
-    errors = errors.join(runs[list(grouping.fields) + ["seed"]], on="run_dir")
-    errors["key"] = keys_of(errors, grouping)
+        return pd.DataFrame(columns=[*RUN, "value"])
+    rows = rows.assign(error=100.0 - rows["value"], corruption=rows["params.corruption"])
+    errors = rows.groupby([*RUN, "corruption"], as_index=False)["error"].sum()
+    out = []
     for key in grouping.keys:
         base = grouping.baseline_key(key)
         if base is None:
@@ -141,46 +139,33 @@ def _mce_values(
         ref = errors[errors["key"] == base]
         # Seeds of the baseline are averaged first so each seed weighs the same.
         reference = ref.groupby(["corruption", "seed"])["error"].mean().groupby("corruption").mean()
-        mine = errors[errors["key"] == key]
-        for run_dir, run_errors in mine.groupby("run_dir"):
-            common = run_errors[run_errors["corruption"].isin(reference.index)]
-            ratios = common["error"].to_numpy() / reference.loc[common["corruption"]].to_numpy()
-            if len(ratios):
-                out.append({"run_dir": run_dir, "value": 100.0 * float(np.mean(ratios))})
-    return out
-
-
-def _mean_corruption_fallback(records: pd.DataFrame) -> list[dict[str, Any]]:
-    rows = select(records, protocol="robustness", metric="top1", prefer={"classifier": "linear"})
-    if rows.empty or "params.corruption" not in rows.columns:
-        return []
-    rows = rows[rows["params.corruption"].astype(str) != "clean"]
-    means = rows.groupby("run_dir")["value"].mean()
-    return [{"run_dir": r, "value": float(v)} for r, v in means.items()]
+        for (run_key, seed), run in errors[errors["key"] == key].groupby(["run_key", "seed"]):
+            common = run[run["corruption"].isin(reference.index)]
+            if len(common):
+                ratios = common["error"].to_numpy() / reference.loc[common["corruption"]].to_numpy()
+                out.append({"key": key, "run_key": run_key, "seed": seed,
+                            "value": 100.0 * float(np.mean(ratios))})  # fmt: skip
+    return pd.DataFrame(out, columns=[*RUN, "value"])
 
 
 def run_values(records: pd.DataFrame, grouping: Grouping, notes: list[str]) -> pd.DataFrame:
-    """One value per (run, headline column): the mean of that run's records for the cell."""
-    info = records.drop_duplicates("run_dir").set_index("run_dir")[list(grouping.fields) + ["seed"]]
-    rows: list[dict[str, Any]] = []
+    """One value per (row key, run, headline column): the mean of that run's records."""
+    records = records.assign(key=keys_of(records, grouping))
+    frames = []
     for column in COLUMNS:
         if column.name == "mCE":
             values = _mce_values(records, grouping, notes)
         else:
             selected = select(records, column)
             if column.metric == "mean_corruption_acc" and selected.empty:
-                values = _mean_corruption_fallback(records)
-            else:
-                note = _spread_note(selected, column.name)
-                if note:
-                    notes.append(note)
-                means = selected.groupby("run_dir")["value"].mean()
-                values = [{"run_dir": r, "value": float(v)} for r, v in means.items()]
-        rows.extend({**v, "column": column.name} for v in values)
-    frame = pd.DataFrame(rows, columns=["run_dir", "value", "column"])
-    frame = frame.join(info, on="run_dir")
-    frame["key"] = keys_of(frame, grouping)
-    return frame
+                selected = _corruption_rows(records)  # mean over corruptions and severities
+            note = _spread_note(selected, column.name)
+            if note and column.protocol != "robustness":
+                notes.append(note)
+            values = selected.groupby(RUN, as_index=False)["value"].mean()
+        frames.append(values.assign(column=column.name))
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return frame.reindex(columns=[*RUN, "column", "value"])
 
 
 def seed_values(values: pd.DataFrame) -> dict[tuple[Key, str], dict[int, float]]:
@@ -203,7 +188,7 @@ def headline_table(values: pd.DataFrame, grouping: Grouping) -> pd.DataFrame:
             summary = summarise(list(seeds.values()))
             rows.append(
                 {
-                    **dict(zip(grouping.fields, key, strict=True)),
+                    **grouping.columns(key),
                     "key": key,
                     "column": column.name,
                     "mean": summary.mean,
@@ -211,7 +196,8 @@ def headline_table(values: pd.DataFrame, grouping: Grouping) -> pd.DataFrame:
                     "n": summary.n,
                 }
             )
-    table = pd.DataFrame(rows, columns=[*grouping.fields, "key", "column", "mean", "std", "n"])
+    names = ["method", *grouping.group_by]
+    table = pd.DataFrame(rows, columns=[*names, "key", "column", "mean", "std", "n"])
     table["best"] = False
     for column in COLUMNS:
         in_column = table["column"] == column.name
@@ -239,7 +225,7 @@ def delta_table(values: pd.DataFrame, grouping: Grouping) -> pd.DataFrame:
             diff = paired_difference(mine, theirs)
             rows.append(
                 {
-                    **dict(zip(grouping.fields, key, strict=True)),
+                    **grouping.columns(key),
                     "key": key,
                     "baseline": grouping.label(base),
                     "column": column.name,
@@ -251,8 +237,8 @@ def delta_table(values: pd.DataFrame, grouping: Grouping) -> pd.DataFrame:
                     "better": _better(column, diff.mean) if diff.excludes_zero else None,
                 }
             )
-    columns = [*grouping.fields, "key", "baseline", "column", "diff", "ci_low", "ci_high",
-               "n_pairs", "excludes_zero", "better"]  # fmt: skip
+    columns = ["method", *grouping.group_by, "key", "baseline", "column", "diff", "ci_low",
+               "ci_high", "n_pairs", "excludes_zero", "better"]  # fmt: skip
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -278,20 +264,32 @@ def _cell_text(value: Any) -> str:
 
 
 def runs_table(runs: pd.DataFrame, records: pd.DataFrame, grouping: Grouping) -> pd.DataFrame:
-    """One row per run: method, seed, dataset, record count and a few config fields."""
-    counts = records.groupby("run_dir").size()
-    datasets = records.groupby("run_dir")["dataset"].agg(lambda s: ", ".join(sorted(set(s))))
+    """One row per run: method, seed, dataset, record count, a few config fields, status."""
+    counts = records.groupby("run_key").size()
+    datasets = records.groupby("run_key")["dataset"].agg(lambda s: ", ".join(sorted(set(s))))
     table = pd.DataFrame(
         {
-            "run": runs["run_dir"],
+            "run": runs["run_key"],
             "method": runs["method"],
             "seed": runs["seed"],
-            "dataset": runs["run_dir"].map(datasets).fillna(""),
-            "records": runs["run_dir"].map(counts).fillna(0).astype(int),
+            "dataset": runs["run_key"].map(datasets).fillna(""),
+            "records": runs["run_key"].map(counts).fillna(0).astype(int),
         }
     )
     for name in ("model.size", "train.epochs", "diffusion.lambda_diff", *grouping.group_by):
         column = f"config.{name}"
         if column in runs.columns and name not in table.columns:
             table[name] = runs[column].map(_cell_text)
+    if "wall_s" in runs.columns and runs["wall_s"].notna().any():
+        table["train time"] = runs["wall_s"].map(_duration)
     return table.reset_index(drop=True)
+
+
+def _duration(seconds: Any) -> str:
+    """'1h 02m', '3m 05s', '' for missing (meta.json wall_s)."""
+    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
+        return ""
+    seconds = int(round(float(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"

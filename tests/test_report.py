@@ -226,7 +226,7 @@ def test_outputs_and_records_csv(built, study):
     )
     md = (out / "report.md").read_text()
     assert "I-JEPA: 3 seeds" in md and "raw pixels: 1 seed" in md
-    assert "Every trained row is above the raw pixels floor" in md
+    assert "Every trained row is above the raw pixels floor (16 of 16" in md
     assert "20" not in md.split("\n")[0]  # no timestamp in the title line
     for name in ("headline.csv", "headline.tex", "delta_vs_ijepa.csv", "delta_vs_ijepa.tex",
                  "runs.csv"):  # fmt: skip
@@ -330,3 +330,45 @@ def test_help_lists_every_option(run_cli):
     assert result.code == 0
     for option in ("--out", "--baseline", "--format", "--group-by"):
         assert option in result.out
+
+
+def test_eval_out_folders_reevaluation_and_reference_variants(tmp_path):
+    from reports.build import build_report
+
+    root = tmp_path / "runs"
+
+    def knn(identity, value, lr=None):
+        params = {"k": 20, "temperature": 0.07, "weighting": "dino"}
+        knn_rec = make_record(identity, dataset="digits", split="test", protocol="knn",
+                              metric="top1", value=value, params=params)  # fmt: skip
+        lin = make_record(identity, dataset="digits", split="test", protocol="linear",
+                          metric="top1", value=value + 10, params={"lr": lr})  # fmt: skip
+        return [knn_rec, lin]
+
+    # A trained run evaluated, trained further (new checkpoint) and evaluated twice more.
+    old, new = RunIdentity("i0", "ijepa", 0, "a" * 64), RunIdentity("i0", "ijepa", 0, "b" * 64)
+    append_records(root / "i0" / "results" / "knn.jsonl", knn(old, 10.0, lr=0.1))
+    append_records(root / "i0" / "results" / "knn.jsonl", knn(new, 50.0, lr=0.1))
+    append_records(root / "i0" / "results" / "knn.jsonl", knn(new, 52.0, lr=0.3))
+    # Reference models written by `eval --model ... --out runs/floors` (no results/ folder).
+    floors = root / "floors"
+    append_records(floors / "knn.jsonl", knn(RunIdentity("pixels", "pixels", 0, "p"), 20.0))
+    for seed, value in ((0, 5.0), (1, 7.0)):
+        ident = RunIdentity("random:tiny", "random", seed, f"t{seed}")
+        append_records(floors / "knn.jsonl", knn(ident, value))
+    append_records(floors / "knn.jsonl", knn(RunIdentity("random:small", "random", 0, "s"), 9.0))
+
+    report = build_report([str(root)], tmp_path / "out", figure_names=())
+    table = _headline(tmp_path / "out")
+    assert _cell(table, "ijepa", "kNN@20")["mean"] == pytest.approx(52.0)  # newest only
+    assert _cell(table, "ijepa", "linear")["n"] == 1
+    tiny = _cell(table, "random:tiny", "kNN@20")
+    assert tiny["mean"] == pytest.approx(6.0) and tiny["n"] == 2  # two seeds, one row
+    assert _cell(table, "random:small", "kNN@20")["mean"] == pytest.approx(9.0)
+    assert _cell(table, "pixels", "kNN@20")["mean"] == pytest.approx(20.0)
+    notes = " ".join(report.notes)
+    assert "older checkpoints ignored" in notes and "superseded by the newest" in notes
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "random init (tiny)" in md and "raw pixels" in md
+    records = pd.read_csv(tmp_path / "out" / "records.csv")
+    assert len(records) == 2 + 2 * 4  # the run's newest pair + four reference subjects
