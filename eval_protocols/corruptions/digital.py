@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
@@ -43,8 +45,10 @@ def jpeg_compression(x: torch.Tensor, quality: int, rng: KeyedRandom, **_) -> to
     """Encode and decode with libjpeg through torchvision (on the CPU, so every device
     gives the same bytes)."""
     images = torch.round(x.detach().clamp(0, 1) * 255).to("cpu", torch.uint8)
-    encoded = encode_jpeg(list(images), quality=int(quality))
-    decoded = decode_jpeg(encoded, mode=ImageReadMode.UNCHANGED)
+    with warnings.catch_warnings():  # torchvision 0.29 flags its image codecs as deprecated
+        warnings.simplefilter("ignore", DeprecationWarning)
+        encoded = encode_jpeg(list(images), quality=int(quality))
+        decoded = decode_jpeg(encoded, mode=ImageReadMode.UNCHANGED)
     return (torch.stack(decoded).to(x.device, x.dtype)) / 255.0
 
 
