@@ -292,21 +292,38 @@ def robustness(records, grouping, styles) -> Figure | None:
     return fig
 
 
+def _reference_lines(ax, rows: pd.DataFrame, styles: dict[Key, LineStyle], dash) -> None:
+    """Horizontal lines (one per row key) for a measurement that has no x: mean over seeds."""
+    for key, style in styles.items():
+        part = rows[rows["key"] == key]
+        if not part.empty:
+            value = part.groupby("seed")["value"].mean().mean()
+            ax.axhline(value, color=style.color, linestyle=dash, linewidth=1.2)
+
+
+def _log_if_wide(ax, values: pd.Series) -> None:
+    """Log y axis when the values are positive and span more than a decade."""
+    values = values[np.isfinite(values)]
+    if len(values) and (values > 0).all() and values.max() / values.min() > 10:
+        ax.set_yscale("log")
+
+
 def denoising(records, grouping, styles) -> Figure | None:
-    """Predictor error against noise level with the I-JEPA and noisy-input references."""
+    """Predictor error against noise level, with the noisy input z_t/sqrt(abar_t) and the
+    I-JEPA predictor's deterministic error (no noise level: a horizontal line) as references."""
     rows = select(records, protocol="denoising")
-    rows = rows[rows["metric"].isin(["mse", "cosine"])]
-    rows = _numeric(rows, "params.noise_t")
     if rows.empty or "params.estimator" not in rows.columns:
         return None
-    rows = _with_keys(rows, grouping)
+    rows = _with_keys(rows[rows["metric"].isin(["mse", "cosine"])], grouping)
     rows = rows[rows["params.estimator"].isin(list(ESTIMATOR_STYLES))]
-    metrics = [m for m in ("mse", "cosine") if m in set(rows["metric"])]
-    if not metrics:
-        return None
+    curves = _numeric(rows, "params.noise_t")
+    if curves.empty:
+        return None  # a reference line alone is not a figure
+    flat = rows[rows["params.estimator"] == "ijepa_predictor"]
+    metrics = [m for m in ("mse", "cosine") if m in set(curves["metric"])]
     fig, axes = _new_figure(len(metrics), width=DOUBLE_COLUMN_IN if len(metrics) > 1 else None)
     for ax, metric in zip(axes, metrics, strict=True):
-        part = rows[rows["metric"] == metric]
+        part = curves[curves["metric"] == metric]
         for estimator, (dash, _) in ESTIMATOR_STYLES.items():
             sub = part[part["params.estimator"] == estimator]
             if sub.empty:
@@ -322,12 +339,19 @@ def denoising(records, grouping, styles) -> Figure | None:
                     half = line["half"].fillna(0.0)
                     ax.fill_between(line["x"], line["mean"] - half, line["mean"] + half,
                                     color=style.color, alpha=0.18, linewidth=0)  # fmt: skip
+        _reference_lines(
+            ax, flat[flat["metric"] == metric], styles, ESTIMATOR_STYLES["ijepa_predictor"][0]
+        )
+        if metric == "mse":
+            _log_if_wide(
+                ax, pd.concat([part["value"], flat.loc[flat["metric"] == metric, "value"]])
+            )
         ax.set_xlabel("noise level t")
         ax.set_ylabel("MSE to clean target" if metric == "mse" else "cosine to clean target")
-    present = set(rows["params.estimator"])
+    present = set(curves["params.estimator"]) | set(flat["params.estimator"])
     # Line style encodes the estimator here, so row handles are drawn solid.
-    present_keys = set(rows["key"])
-    handles = [_handle(s, linestyle="-") for k, s in styles.items() if k in present_keys] + [
+    keys = set(curves["key"]) | set(flat["key"])
+    handles = [_handle(s, linestyle="-") for k, s in styles.items() if k in keys] + [
         Line2D([], [], color="black", linestyle=dash, label=label)
         for estimator, (dash, label) in ESTIMATOR_STYLES.items()
         if estimator in present
@@ -337,24 +361,40 @@ def denoising(records, grouping, styles) -> Figure | None:
 
 
 def sampling(records, grouping, styles) -> Figure | None:
-    """Sample-mean error, diversity and energy score against DDIM sampling steps."""
-    rows = select(records, protocol="denoising", prefer={"eta": 0.0})
+    """Sample-mean error, diversity and energy score against DDIM sampling steps; the
+    energy score of the I-JEPA predictor's deterministic prediction as a reference line."""
+    rows = select(records, protocol="denoising")
     rows = _numeric(rows[rows["metric"].isin(list(SAMPLING_METRICS))], "params.steps")
     if rows.empty:
         return None
+    if "params.eta" in rows.columns:
+        deterministic = pd.to_numeric(rows["params.eta"], errors="coerce") == 0.0
+        if deterministic.any():
+            rows = rows[deterministic]  # deterministic DDIM (eta=0) when several were run
     rows = _with_keys(rows, grouping)
+    reference = select(records, protocol="denoising", metric="energy_score")
+    if "params.estimator" in reference.columns:
+        reference = reference[reference["params.estimator"] == "ijepa_predictor"]
+    else:
+        reference = reference.iloc[0:0]
+    reference = _with_keys(reference, grouping)
     metrics = [m for m in SAMPLING_METRICS if m in set(rows["metric"])]
     fig, axes = _new_figure(len(metrics), row_height=1.9)
     for ax, metric in zip(axes, metrics, strict=True):
         data = curve(rows[rows["metric"] == metric], "params.steps")
         _draw_curves(ax, data, styles)
+        if metric == "energy_score":
+            _reference_lines(ax, reference, styles, ESTIMATOR_STYLES["ijepa_predictor"][0])
         steps = sorted(data["x"].unique())
         ax.set_xscale("log")
         ax.set_xticks(steps, [f"{s:g}" for s in steps])
         ax.minorticks_off()
         ax.set_title(SAMPLING_METRICS[metric])
         ax.set_xlabel("sampling steps")
-    _legend(fig, _used_keys(styles, rows))
+    handles = _used_keys(styles, pd.concat([rows[["key"]], reference[["key"]]]))
+    if not reference.empty and "energy_score" in metrics:
+        handles.append(Line2D([], [], color="black", linestyle=":", label="I-JEPA prediction"))
+    _legend(fig, handles)
     return fig
 
 

@@ -62,12 +62,17 @@ def write_run(
                 acc = 90 + shift - 8 * severity - c_index + 0.5 * seed
                 recs.append(rec("robustness", "top1", acc, corruption=corruption,
                                 severity=severity, classifier="linear"))  # fmt: skip
-        for t in (100, 400, 700, 1000):
+        for t in (0, 250, 500, 750, 999):  # noisy input z_t/sqrt(abar) explodes near t=T
             for estimator, err in (("predictor", 0.1 + t / 2000 - 0.02 * shift / 2),
-                                   ("noisy_input", t / 500), ("zeros", 1.0)):  # fmt: skip
+                                   ("noisy_input", 0.001 + (t / 1000) ** 4 * 1e3)):  # fmt: skip
                 recs.append(rec("denoising", "mse", err, noise_t=t, estimator=estimator))
-            if method == "ijepa":
-                recs.append(rec("denoising", "mse", 0.6, noise_t=t, estimator="ijepa_predictor"))
+                recs.append(rec("denoising", "cosine", 1 - err / 4, noise_t=t, estimator=estimator))
+        if method == "ijepa":  # the deterministic reference: no noise level
+            recs.append(rec("denoising", "mse", 0.6, estimator="ijepa_predictor"))
+            recs.append(rec("denoising", "cosine", 0.85, estimator="ijepa_predictor"))
+            recs.append(rec("denoising", "energy_score", 0.9, estimator="ijepa_predictor",
+                            samples=1))  # fmt: skip
+        recs.append(rec("denoising", "mse", 1.0, estimator="zeros"))
         for steps in (1, 5, 25):
             for metric, value in (("sample_mean_mse", 0.5 / steps), ("diversity", 0.1 * steps),
                                   ("energy_score", 1 / steps + 0.2)):  # fmt: skip
