@@ -22,7 +22,7 @@ from eval_protocols.corruptions import (
     resolve_severities,
     rng,
 )
-from eval_protocols.corruptions.blur import disk_kernel, glass_permutation
+from eval_protocols.corruptions.blur import disk_kernel, glass_source_map
 from eval_protocols.corruptions.official import available, layout, official_split
 from eval_protocols.corruptions.weather import plasma_fractal
 
@@ -247,15 +247,17 @@ def test_motion_blur_matches_shifted_sum():
         np.testing.assert_allclose(out[n].numpy(), ref, atol=1e-7)
 
 
-def test_glass_permutation_replays_the_original_swaps():
+def test_glass_shuffle_replays_the_original_loop():
+    """The original swaps rows of an (H, W, 3) array through views, which copies instead of
+    swapping; the source map must reproduce that loop pixel for pixel."""
     gen = np.random.RandomState(0)
     h = w = 6
     delta = 1
     positions = (h - 2 * delta) * (w - 2 * delta)
     offsets = gen.randint(-delta, delta, size=(2, 2, positions, 2))
-    perm = glass_permutation(offsets, h, w, delta)
+    source = glass_source_map(offsets, h, w, delta)
     for n in range(2):
-        img = np.arange(h * w).reshape(h, w)
+        img = np.repeat(np.arange(h * w).reshape(h, w, 1), 3, axis=2)
         for it in range(2):
             k = 0
             for y in range(h - delta, delta, -1):
@@ -263,7 +265,7 @@ def test_glass_permutation_replays_the_original_swaps():
                     dx, dy = offsets[n, it, k]
                     k += 1
                     img[y, x], img[y + dy, x + dx] = img[y + dy, x + dx], img[y, x]
-        assert np.array_equal(perm[n], img.reshape(-1))
+        assert np.array_equal(source[n], img[:, :, 0].reshape(-1))
 
 
 def test_defocus_disk_is_normalised_and_symmetric():

@@ -46,15 +46,17 @@ def defocus_blur(x: torch.Tensor, p: tuple, rng: KeyedRandom, **_) -> torch.Tens
     return ops.filter2d(x, disk_kernel(float(p[0]), float(p[1])), "reflect101")
 
 
-def glass_permutation(offsets: np.ndarray, height: int, width: int, delta: int) -> np.ndarray:
-    """The original's sequential pixel swaps, as one permutation of H*W per image.
+def glass_source_map(offsets: np.ndarray, height: int, width: int, delta: int) -> np.ndarray:
+    """The original's pixel "swaps" as one source index per pixel, for every image at once.
 
     offsets: (N, iterations, positions, 2) integers (dx, dy) in [-delta, delta), in the
     original's scan order (rows then columns from the bottom-right corner inwards). The
-    swaps run in that order for every image at once; result[n, p] is the source pixel of p.
+    original writes `x[h, w], x[h', w'] = x[h', w'], x[h, w]` on an RGB array, where both
+    sides are views, so the pixel at (h', w') is copied to (h, w) and nothing moves back;
+    this replays exactly that. result[n, p] is the pixel that ends up at p.
     """
     n = offsets.shape[0]
-    perm = np.tile(np.arange(height * width, dtype=np.int64)[:, None], (1, n))  # (HW, N)
+    source = np.tile(np.arange(height * width, dtype=np.int64)[:, None], (1, n))  # (HW, N)
     cols = np.arange(n)
     positions = [
         h * width + w
@@ -65,15 +67,12 @@ def glass_permutation(offsets: np.ndarray, height: int, width: int, delta: int) 
     for it in range(offsets.shape[1]):
         step = jumps[:, it, :].T  # (P, N)
         for k, p in enumerate(positions):
-            q = p + step[k]
-            here = perm[p].copy()
-            perm[p] = perm[q, cols]
-            perm[q, cols] = here
-    return perm.T
+            source[p] = source[p + step[k], cols]
+    return source.T
 
 
 def glass_blur(x: torch.Tensor, p: tuple, rng: KeyedRandom, **_) -> torch.Tensor:
-    """Gaussian blur, then local pixel swaps (the original's loop, exact), then blur again."""
+    """Gaussian blur, then the original's local pixel shuffling loop (exactly), then blur."""
     sigma, delta, iterations = float(p[0]), int(p[1]), int(p[2])
     n, c, h, w = x.shape
     blurred = torch.floor(ops.gaussian_blur(x, sigma).clamp(0, 1) * 255) / 255  # np.uint8()
@@ -81,7 +80,7 @@ def glass_blur(x: torch.Tensor, p: tuple, rng: KeyedRandom, **_) -> torch.Tensor
     if positions == 0:
         return ops.gaussian_blur(blurred, sigma)
     offsets = rng.integers(0, -delta, delta, (iterations, positions, 2)).cpu().numpy()
-    perm = torch.from_numpy(glass_permutation(offsets, h, w, delta)).to(x.device)
+    perm = torch.from_numpy(glass_source_map(offsets, h, w, delta)).to(x.device)
     shuffled = blurred.flatten(2).gather(2, perm[:, None, :].expand(n, c, h * w))
     return ops.gaussian_blur(shuffled.view(n, c, h, w), sigma)
 

@@ -38,7 +38,7 @@ def pixelate(x: torch.Tensor, c: float, rng: KeyedRandom, **_) -> torch.Tensor:
         m = ops.box_resize_matrix(small, size) @ ops.box_resize_matrix(size, small)
         return torch.as_tensor(m, dtype=x.dtype, device=x.device)
 
-    return torch.einsum("ij,ncjk,lk->ncil", axis(h), x, axis(w))
+    return ops.apply_separable(x, axis(h), axis(w))
 
 
 def jpeg_compression(x: torch.Tensor, quality: int, rng: KeyedRandom, **_) -> torch.Tensor:

@@ -17,9 +17,8 @@ def gaussian_noise(x: torch.Tensor, c: float, rng: KeyedRandom, **_) -> torch.Te
 
 
 @lru_cache(maxsize=16)
-def _poisson_table(c: float) -> torch.Tensor:
-    """Poisson CDFs for the 256 rates c * k / 255, each shifted by its row index k so the
-    flattened table is sorted: one searchsorted then samples every pixel at once."""
+def _poisson_cdf(c: float) -> torch.Tensor:
+    """(256, K) Poisson CDFs of the 256 rates c * k / 255 (K covers 12 std of the largest)."""
     rates = np.arange(256, dtype=np.float64) * c / 255.0
     kmax = int(c + 12 * math.sqrt(c) + 20)
     counts = np.arange(kmax + 1)
@@ -30,7 +29,38 @@ def _poisson_table(c: float) -> torch.Tensor:
     pmf[0, 0] = 1.0  # rate 0: always zero photons
     cdf = np.minimum(np.cumsum(pmf, axis=1), 1.0)
     cdf[:, -1] = 1.0
-    return torch.from_numpy(cdf + np.arange(256)[:, None])
+    return torch.from_numpy(cdf)
+
+
+def poisson_inverse_cdf(levels: torch.Tensor, u: torch.Tensor, c: float) -> torch.Tensor:
+    """Poisson(c * level / 255) draws from uniforms u: the smallest k with CDF(k) > u.
+
+    Starts from the Cornish-Fisher quantile and walks the few wrong guesses to the exact k
+    with gathers from the tabulated CDFs; levels: integer-valued (any shape), u: float64.
+    """
+    cdf = _poisson_cdf(float(c)).to(u.device)
+    width = cdf.shape[1]
+    flat = cdf.view(-1)
+    rate = levels.float() * (c / 255.0)
+    z = torch.special.ndtri(u.float().clamp(1e-7, 1 - 1e-7))
+    guess = torch.where(rate > 0, rate + rate.sqrt() * z + (z * z - 1) / 6, 0.0)
+    k = guess.round_().clamp_(0, width - 1).long().view(-1)
+    base = levels.long().view(-1) * width
+    u = u.reshape(-1)
+    index = base + k
+    # first pass over everything (torch.take is the fast gather), then only the wrong ones
+    low = flat.take(index) <= u  # CDF(k) <= u: k too small
+    high = (k > 0) & (flat.take((index - 1).clamp_min(0)) > u)  # CDF(k-1) > u: too big
+    todo = (low | high).nonzero().view(-1)
+    for _ in range(width):
+        if todo.numel() == 0:
+            break
+        kk, bb, uu = k[todo], base[todo], u[todo]
+        low = flat.take(bb + kk) <= uu
+        high = (kk > 0) & (flat.take(bb + (kk - 1).clamp_min(0)) > uu)
+        k[todo] = kk + low.long() - high.long()
+        todo = todo[low | high]
+    return k.view(levels.shape)
 
 
 def shot_noise(x: torch.Tensor, c: float, rng: KeyedRandom, **_) -> torch.Tensor:
@@ -42,12 +72,8 @@ def shot_noise(x: torch.Tensor, c: float, rng: KeyedRandom, **_) -> torch.Tensor
     """
     levels = torch.round(x * 255.0)
     if torch.equal(levels / 255.0, x):
-        table = _poisson_table(float(c)).to(x.device)
-        width = table.shape[1]
         u = rng.uniform(0, tuple(x.shape[1:])).to(x.device, torch.float64)
-        row = levels.to(torch.float64)
-        pos = torch.searchsorted(table.view(-1), (row + u).reshape(-1), right=True)
-        counts = pos.view_as(x) - row.long() * width
+        counts = poisson_inverse_cdf(levels.to(torch.float64), u, float(c))
         return counts.to(x.dtype) / c
     rates = x.detach().to("cpu", torch.float64) * c
     out = torch.empty_like(rates)

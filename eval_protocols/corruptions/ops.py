@@ -69,10 +69,22 @@ def filter_matrix(n: int, weights, mode: str, like: torch.Tensor) -> torch.Tenso
     return torch.as_tensor(m, dtype=like.dtype, device=like.device)
 
 
+def left_mul(m: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """m @ x over the last two dims as one large GEMM ((x^T m^T)^T) rather than N*C tiny ones."""
+    return (x.transpose(-1, -2) @ m.T).transpose(-1, -2)
+
+
+def apply_separable(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """rows @ x @ cols^T for every image and channel (contiguous result)."""
+    return left_mul(rows, x @ cols.T).contiguous()
+
+
 def separable_filter(x: torch.Tensor, weights, mode: str) -> torch.Tensor:
-    """Apply the same 1-D kernel along H and W, as two small matrix products."""
+    """Apply the same 1-D kernel along H and W, as two matrix products."""
     h, w = x.shape[-2:]
-    return filter_matrix(h, weights, mode, x) @ x @ filter_matrix(w, weights, mode, x).T
+    return apply_separable(
+        x, filter_matrix(h, weights, mode, x), filter_matrix(w, weights, mode, x)
+    )
 
 
 def gaussian_weights(sigma: float, truncate: float = 4.0) -> list[float]:
@@ -146,7 +158,7 @@ def clipped_zoom(x: torch.Tensor, factor: float) -> torch.Tensor:
     h, w = x.shape[-2:]
     zh = torch.as_tensor(_zoom_matrix(h, float(factor)), dtype=x.dtype, device=x.device)
     zw = torch.as_tensor(_zoom_matrix(w, float(factor)), dtype=x.dtype, device=x.device)
-    return zh @ x @ zw.T
+    return apply_separable(x, zh, zw)
 
 
 def motion_blur(

@@ -49,15 +49,18 @@ def frost(x: torch.Tensor, p: tuple, rng: KeyedRandom, **_) -> torch.Tensor:
 
 
 def plasma_fractal(rng: KeyedRandom, mapsize: int, decay: float) -> torch.Tensor:
-    """(N, mapsize, mapsize) diamond-square height maps in [0, 1], the original's algorithm."""
+    """(N, mapsize, mapsize) diamond-square height maps in [0, 1], the original's algorithm
+    (one keyed draw of mapsize^2 - 1 uniforms per image, consumed step by step)."""
     n = len(rng.indices)
     m = torch.zeros(n, mapsize, mapsize, dtype=torch.float64, device=rng.device)
-    step, wibble, stream = mapsize, 100.0, 0
+    uniforms = rng.uniform(0, (mapsize * mapsize - 1,)).to(torch.float64)
+    step, wibble, used = mapsize, 100.0, 0
 
     def wibbled_mean(total: torch.Tensor) -> torch.Tensor:
-        nonlocal stream
-        u = rng.uniform(stream, tuple(total.shape[1:])).to(torch.float64)
-        stream += 1
+        nonlocal used
+        count = total[0].numel()
+        u = uniforms[:, used : used + count].view_as(total)
+        used += count
         return total / 4 + wibble * (2 * u - 1) * wibble
 
     while step >= 2:
