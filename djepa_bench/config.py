@@ -155,12 +155,15 @@ class LowShotConfig:
 class RobustnessConfig:
     """Robustness settings."""
 
-    corruptions: str = "all"
+    corruptions: str = "all"  # all | common | extra | noise,blur,weather,digital | names
     severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
     params: str = "auto"  # auto | cifar | imagenet
     seed: int = 0
-    baseline: str | None = None
+    baseline: str | None = None  # run dir (or robustness.jsonl) whose errors normalise CE
     test_subset: int | None = None
+    classifiers: str = "linear,knn"
+    knn_k: int = 20  # the k whose top-1 is recorded
+    official: str | None = None  # CIFAR-10-C / ImageNet-C folder: read instead of generating
 
 
 @dataclass
