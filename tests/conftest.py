@@ -45,3 +45,16 @@ def cifar10_root() -> Path:
     if not CIFAR_ARCHIVE.is_file():
         pytest.skip(f"real CIFAR-10 archive not found at {CIFAR_ARCHIVE}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory) -> dict[str, Path]:
+    """Run directories of a tiny I-JEPA and D-JEPA run on `synthetic` (a few seconds each)."""
+    from train.api import quick_config, train_run
+
+    root = tmp_path_factory.mktemp("tiny-runs")
+    runs = {}
+    for method in ("ijepa", "djepa"):
+        cfg = quick_config("synthetic", method, train__epochs=1, train__monitor=False)
+        runs[method] = train_run(cfg, root / method)
+    return runs
