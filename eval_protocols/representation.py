@@ -1,4 +1,4 @@
-"""Representation protocol: label-free spectrum metrics of test features (RankMe, alpha-ReQ, std)."""
+"""Representation protocol: label-free spectral metrics of test features (RankMe, alpha-ReQ)."""
 
 from __future__ import annotations
 
