@@ -11,7 +11,14 @@ from typing import Any
 from djepa_bench.errors import UserError
 
 # Modules imported (in this order) to fill the registry; each calls `register` on import.
-PROTOCOL_MODULES: list[str] = ["knn", "linear", "lowshot", "representation", "denoising"]
+PROTOCOL_MODULES: list[str] = [
+    "knn",
+    "linear",
+    "lowshot",
+    "representation",
+    "denoising",
+    "robustness",
+]
 
 
 @dataclass(frozen=True)
