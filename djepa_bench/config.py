@@ -127,7 +127,7 @@ class LinearConfig:
     weight_decays: list[float] = field(default_factory=lambda: [0.0, 1e-3, 1e-2, 1e-1])
     optimizer: str = "adamw"  # adamw | sgd
     epochs: int = 100
-    batch_size: int = 1024
+    batch_size: int = 4096  # capped so every epoch has at least 10 steps
     val_fraction: float = 0.1
     seed: int = 0
     momentum: float = 0.9  # SGD only
