@@ -45,12 +45,16 @@ FIGURES = (
                figures.robustness),
     FigureSpec("denoising", "Denoising error vs noise level",
                "Error of the predictor's clean-target estimate at masked positions against "
-               "the diffusion noise level; dotted: the I-JEPA predictor, dashed: the noisy "
-               "input z_t itself.", "denoising mse/cosine records", figures.denoising),
+               "the diffusion noise level; dotted: the I-JEPA predictor (no noise input), "
+               "dashed: the rescaled noisy input z_t/sqrt(abar_t) itself (clipped where it "
+               "leaves the range of the estimators).", "denoising mse/cosine records",
+               figures.denoising),
     FigureSpec("sampling", "Sampling diagnostics vs DDIM steps",
                "Multi-step DDIM sampling with K samples per target: error of the sample "
-               "mean, sample diversity and energy score (lower is better for error and "
-               "energy score).", "denoising sampling records", figures.sampling),
+               "mean, sample diversity, energy score (lower is better for error and energy "
+               "score; dotted: the I-JEPA predictor's deterministic prediction) and the "
+               "correlation of sample spread with error (calibration).",
+               "denoising sampling records", figures.sampling),
     FigureSpec("training_curves", "Training curves",
                "Training-log rows of every run (one thin line per run, colour = row): loss "
                "parts per step, per-epoch kNN monitor and RankMe.", "training logs (log.jsonl)",

@@ -19,7 +19,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from djepa_bench.io import atomic_write
-from reports.groups import Grouping, Key, key_of, keys_of
+from reports.groups import Grouping, Key, keys_of
 from reports.stats import t_halfwidth
 from reports.tables import select
 
@@ -136,7 +136,7 @@ def save_figure(fig: Figure, folder: Path, name: str) -> list[Path]:
 
 
 def _new_figure(panels: int, width: float | None = None, row_height: float = 2.1):
-    ncols = min(panels, 3)
+    ncols = 2 if panels == 4 else min(panels, 3)
     nrows = math.ceil(panels / ncols)
     width = width or (SINGLE_COLUMN_IN if panels == 1 else DOUBLE_COLUMN_IN)
     fig = Figure(figsize=(width, row_height * nrows + 0.35), layout="constrained")
@@ -308,6 +308,18 @@ def _log_if_wide(ax, values: pd.Series) -> None:
         ax.set_yscale("log")
 
 
+def _clip_reference(ax, part: pd.DataFrame, flat_values: pd.Series) -> None:
+    """Keep the y range on the estimators: z_t/sqrt(abar_t) explodes as abar_t -> 0 and
+    would flatten every other line, so it is allowed to leave the plot at the top."""
+    core = pd.concat([part.loc[part["params.estimator"] != "noisy_input", "value"], flat_values])
+    core = core[np.isfinite(core)]
+    if core.empty:
+        return
+    top = core.max() * (10.0 if ax.get_yscale() == "log" else 2.0)
+    if part["value"].max() > top:
+        ax.set_ylim(top=top)
+
+
 def denoising(records, grouping, styles) -> Figure | None:
     """Predictor error against noise level, with the noisy input z_t/sqrt(abar_t) and the
     I-JEPA predictor's deterministic error (no noise level: a horizontal line) as references."""
@@ -343,9 +355,9 @@ def denoising(records, grouping, styles) -> Figure | None:
             ax, flat[flat["metric"] == metric], styles, ESTIMATOR_STYLES["ijepa_predictor"][0]
         )
         if metric == "mse":
-            _log_if_wide(
-                ax, pd.concat([part["value"], flat.loc[flat["metric"] == metric, "value"]])
-            )
+            flat_values = flat.loc[flat["metric"] == metric, "value"]
+            _log_if_wide(ax, pd.concat([part["value"], flat_values]))
+            _clip_reference(ax, part, flat_values)
         ax.set_xlabel("noise level t")
         ax.set_ylabel("MSE to clean target" if metric == "mse" else "cosine to clean target")
     present = set(curves["params.estimator"]) | set(flat["params.estimator"])
@@ -402,35 +414,41 @@ def training_curves(logs: pd.DataFrame, grouping: Grouping, styles) -> Figure | 
     """Loss parts, kNN monitor and RankMe during training: one thin line per run."""
     if logs.empty or "kind" not in logs.columns:
         return None
+    if not all(f in logs.columns for f in grouping.fields):
+        return None
+    logs = logs.assign(key=keys_of(logs, grouping))
+    logs = logs[logs["key"].isin(list(styles))]  # runs without records have no row
     panels = []
     for kind, column, title, x in TRAINING_PANELS:
-        if column in logs.columns and x in logs.columns:
-            part = logs[(logs["kind"] == kind)]
-            part = part.assign(
-                y=pd.to_numeric(part[column], errors="coerce"),
-                x=pd.to_numeric(part[x], errors="coerce"),
-            ).dropna(subset=["x", "y"])
-            if not part.empty:
-                panels.append((part, title, x, column))
+        if column not in logs.columns or x not in logs.columns:
+            continue
+        part = logs[logs["kind"] == kind]
+        part = part.assign(
+            y=pd.to_numeric(part[column], errors="coerce"),
+            x=pd.to_numeric(part[x], errors="coerce"),
+        ).dropna(subset=["x", "y"])
+        # A series that is all zero (the diffusion loss of an I-JEPA run) is not drawn.
+        nonzero = part.groupby("run_dir")["y"].transform(lambda y: bool((y != 0).any()))
+        part = part[nonzero.astype(bool)]
+        if not part.empty:
+            panels.append((part, title, x, column))
     if not panels:
         return None
     fig, axes = _new_figure(len(panels), row_height=1.8)
-    logs_keys = set()
     for ax, (part, title, x, column) in zip(axes, panels, strict=True):
         for _run_dir, run in part.groupby("run_dir", sort=True):
-            key = key_of(run.iloc[0], grouping) if all(f in run for f in grouping.fields) else None
-            style = styles.get(key)
-            if style is None:
-                continue
-            logs_keys.add(key)
+            style = styles[run["key"].iloc[0]]
             run = run.sort_values("x")
             marker = style.marker if x == "epoch" else None
             ax.plot(run["x"], run["y"], color=style.color, linestyle=style.linestyle,
                     linewidth=0.9, alpha=0.85, marker=marker)  # fmt: skip
         ax.set_title(title)
         ax.set_xlabel(x)
-        if x == "epoch":
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        xs = sorted(set(part["x"]))
+        if x == "epoch" and len(xs) <= 8:
+            ax.set_xticks(xs, [f"{v:g}" for v in xs])
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=5))
         positive = part["y"][part["y"] > 0]
         spans_decade = len(positive) == len(part) and positive.max() / positive.min() > 10
         if column.startswith("loss") and spans_decade:
@@ -438,5 +456,6 @@ def training_curves(logs: pd.DataFrame, grouping: Grouping, styles) -> Figure | 
             ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
             ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
             ax.yaxis.set_minor_formatter(NullFormatter())
+    logs_keys = set().union(*(set(part["key"]) for part, *_ in panels))
     _legend(fig, [_handle(s, marker=None) for k, s in styles.items() if k in logs_keys])
     return fig

@@ -153,11 +153,6 @@ def attach_groups(collection: Collection, group_by: list[str], baseline: str | N
     return Grouping(all_fields, tuple(sorted(keys, key=order)), baseline)
 
 
-def key_of(row: pd.Series | dict, grouping: Grouping) -> Key:
-    """The row key of a record/run row."""
-    return tuple(str(row[f]) for f in grouping.fields)
-
-
 def keys_of(frame: pd.DataFrame, grouping: Grouping) -> list[Key]:
     """The row key of every row of a frame that has the grouping's columns."""
     if frame.empty:

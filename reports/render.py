@@ -22,7 +22,8 @@ def tex_escape(text: str) -> str:
     return "".join(_TEX_ESCAPES.get(ch, ch) for ch in str(text))
 
 
-def _num(value: float, decimals: int, signed: bool = False) -> str:
+def number(value: float, decimals: int, signed: bool = False) -> str:
+    """Fixed-decimals text; '—' for missing; never '-0.0' or '+0.0'."""
     if value is None or not math.isfinite(value):
         return "—"
     text = f"{value:+.{decimals}f}" if signed else f"{value:.{decimals}f}"
@@ -57,12 +58,12 @@ def _headline_cells(
             d = column.decimals
             if cell.n >= 2:
                 text = (
-                    f"{_num(cell.mean, d)} \\pm {_num(cell.std, d)}"
+                    f"{number(cell.mean, d)} \\pm {number(cell.std, d)}"
                     if tex
-                    else f"{_num(cell.mean, d)} ± {_num(cell.std, d)}"
+                    else f"{number(cell.mean, d)} ± {number(cell.std, d)}"
                 )
             else:
-                text = _num(cell.mean, d)
+                text = number(cell.mean, d)
             if tex:
                 text = f"$\\mathbf{{{text}}}$" if cell.best else f"${text}$"
             elif cell.best:
@@ -139,11 +140,11 @@ def _delta_cells(deltas: pd.DataFrame, grouping: Grouping, columns: list[Column]
 
 def _delta_text(cell, column: Column, tex: bool) -> str:
     d = column.decimals
-    diff = _num(cell.diff, d, signed=True)
+    diff = number(cell.diff, d, signed=True)
     if cell.n_pairs < 2:
         note = "1 seed" if cell.n_pairs == 1 else "no common seed"
         return f"${diff}$ ({note})" if tex else f"{diff} ({note})"
-    low, high = _num(cell.ci_low, d, signed=True), _num(cell.ci_high, d, signed=True)
+    low, high = number(cell.ci_low, d, signed=True), number(cell.ci_high, d, signed=True)
     mark = "*" if cell.excludes_zero else ""
     if tex:
         star = "^{*}" if mark else ""

@@ -7,6 +7,7 @@ import math
 import pandas as pd
 
 from reports.groups import Grouping
+from reports.render import number
 from reports.tables import COLUMN_BY_NAME, Column
 
 # Config keys that say where/how a run ran, not what was trained: never worth a note.
@@ -20,10 +21,7 @@ METHOD_CONFIG_PREFIXES = ("train.method", "diffusion.")
 
 
 def _fmt(value: float, column: Column, signed: bool = False) -> str:
-    if not math.isfinite(value):
-        return "—"
-    text = f"{value:+.{column.decimals}f}" if signed else f"{value:.{column.decimals}f}"
-    return text
+    return number(value, column.decimals, signed)
 
 
 def seeds_sentence(headline: pd.DataFrame, grouping: Grouping) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from reports.collect import OUTCOME_PARAMS
 from reports.groups import Grouping, Key, keys_of
 from reports.stats import paired_difference, summarise
 
@@ -47,7 +48,9 @@ COLUMNS: tuple[Column, ...] = (
     Column("RankMe", "representation", "rankme", description="effective rank of the embeddings"),
 )  # fmt: skip
 COLUMN_BY_NAME = {c.name: c for c in COLUMNS}
-IGNORED_PARAM_SPREAD = {"trial"}  # records differing only in these are averaged silently
+# Records of one cell differing only in these are averaged silently: repeated draws (trial
+# and its seed) and what a protocol chose per draw (e.g. the logistic-regression C).
+IGNORED_PARAM_SPREAD = {"trial", "seed", *OUTCOME_PARAMS}
 
 
 def _matches(series: pd.Series, value: Any) -> pd.Series:
