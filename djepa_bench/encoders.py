@@ -6,8 +6,10 @@ builds the frozen `Encoder` for a dataset's image size and channels, with poolin
 
 Model specs: `pixels` (normalised pixels, flattened: a floor for every report),
 `random:SIZE` (a seeded, untrained ViT of ENCODER_SIZES; patch size from model.patch_size,
-seed from train.seed), `timm:NAME` (a timm model, randomly initialised unless
-`pretrained=True` asks timm for its weights, or `weights=FILE` names a local state dict).
+seed from train.seed), `timm:NAME[,key=value...]` (a timm model, randomly initialised
+(seeded) unless `pretrained=True` asks timm for its weights or `weights=FILE` names a local
+state dict; key=value pairs go to timm.create_model, e.g.
+`timm:vit_tiny_patch16_224,patch_size=4`).
 """
 
 from __future__ import annotations
@@ -175,18 +177,18 @@ def _subject_from_spec(
         model_id = f"model:random:{size}:p{config.model.patch_size}:seed{seed}"
         return Subject(RunIdentity(spec, "random", seed, model_id), config, "random", spec)
     if spec.startswith("timm:"):
-        name = spec.split(":", 1)[1]
+        name, _ = parse_timm_spec(spec)
         if not name:
             raise UserError("--model timm:NAME needs a model name, e.g. timm:vit_small_patch16_224")
-        tag = (
-            "pretrained"
-            if pretrained
-            else (f"weights={sha256_file(weights)}" if weights else "init")
-        )
         if weights is not None and not Path(weights).is_file():
             raise UserError(f"--weights file not found: {weights}")
+        tag = "init"
+        if pretrained:
+            tag = "pretrained"
+        elif weights:
+            tag = f"weights={sha256_file(weights)[:16]}"
         options = {"pretrained": pretrained, "weights": str(weights) if weights else None}
-        model_id = f"model:timm:{name}:{tag}:seed{config.train.seed}"
+        model_id = f"model:timm:{spec.split(':', 1)[1]}:{tag}:seed{config.train.seed}"
         return Subject(
             RunIdentity(spec, "timm", config.train.seed, model_id), config, "timm", spec,
             options=options,
@@ -284,6 +286,20 @@ def _random_encoder(subject, image_size, in_chans, which, pool) -> Encoder:
     return encoder
 
 
+def parse_timm_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """`timm:NAME,key=value,...` -> (NAME, {key: YAML-parsed value})."""
+    import yaml
+
+    name, *pairs = spec.split(":", 1)[1].split(",")
+    kwargs = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--model {spec}: '{pair}' must look like key=value")
+        kwargs[key.strip()] = yaml.safe_load(value)
+    return name.strip(), kwargs
+
+
 def _timm_tokens(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     """timm features as tokens (B, N, D): patch tokens of a ViT, spatial cells of a CNN."""
     prefix = int(getattr(model, "num_prefix_tokens", 0))
@@ -302,7 +318,8 @@ def _timm_layers(model: nn.Module):
         return None
 
     def layers(x: torch.Tensor, n: int) -> list[torch.Tensor]:
-        return list(model.get_intermediate_layers(x, n=n, norm=True))
+        depth = len(getattr(model, "blocks", [])) or n
+        return list(model.get_intermediate_layers(x, n=min(n, depth), norm=True))
 
     return layers
 
@@ -310,9 +327,10 @@ def _timm_layers(model: nn.Module):
 def _timm_encoder(subject, image_size, in_chans, which, pool) -> Encoder:
     import timm
 
-    name = subject.spec.split(":", 1)[1]
+    name, extra = parse_timm_spec(subject.spec)
     pretrained = bool(subject.options.get("pretrained"))
     kwargs: dict[str, Any] = {"pretrained": pretrained, "num_classes": 0, "in_chans": in_chans}
+    kwargs.update(extra)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(subject.identity.seed)
         try:
@@ -372,7 +390,7 @@ def ijepa_official_vit(state: dict[str, torch.Tensor], num_heads: int | None = N
     model = VisionTransformer(
         img_size=grid * patch, patch_size=patch, in_chans=chans, embed_dim=dim, depth=depth,
         num_heads=heads, mlp_ratio=mlp_ratio, qkv_bias="blocks.0.attn.qkv.bias" in state,
-        class_token=False, global_pool="avg", num_classes=0,
+        class_token=False, global_pool="avg", fc_norm=False, num_classes=0,
         norm_layer=partial(nn.LayerNorm, eps=1e-6),
     )  # fmt: skip
     missing, unexpected = model.load_state_dict(state, strict=False)
