@@ -24,7 +24,7 @@ from eval_protocols.corruptions import (
 )
 from eval_protocols.corruptions.blur import disk_kernel, glass_source_map
 from eval_protocols.corruptions.official import available, layout, official_split
-from eval_protocols.corruptions.weather import plasma_fractal
+from eval_protocols.corruptions.weather import canny, plasma_fractal
 
 # Corruptions whose output does not depend on the seed.
 DETERMINISTIC = {
@@ -288,6 +288,18 @@ def test_shot_noise_is_poisson_and_impulse_flips_the_right_fraction():
     # float input off the 8-bit grid takes the per-image Poisson fallback
     odd = torch.full((2, 1, 8, 8), 0.3001)
     assert corrupt(odd, "shot_noise", 1).shape == odd.shape
+
+
+def test_canny_finds_thin_step_edges_only():
+    flat = torch.full((1, 1, 12, 12), 90.0)
+    assert not canny(flat, 50, 150).any()
+    step = flat.clone()
+    step[..., :, 6:] = 200.0
+    edges = canny(step, 50, 150)
+    assert edges.sum(-1).flatten().tolist() == [1] * 12  # one pixel wide, every row
+    faint = flat.clone()
+    faint[..., :, 6:] = 100.0  # gradient 40 < low threshold
+    assert not canny(faint, 50, 150).any()
 
 
 def test_plasma_fractal_in_unit_range():
