@@ -33,7 +33,8 @@ class FigureSpec:
 FIGURES = (
     FigureSpec("knn_vs_k", "kNN accuracy vs k",
                "k-NN top-1 (cosine, T=0.07) against the number of neighbours; line: mean over "
-               "seeds, band: 95% t-interval over seeds.", "knn records", figures.knn_vs_k),
+               "seeds, band: 95% t-interval over seeds (wide with few seeds: the t quantile "
+               "is 12.7 for two, 4.3 for three).", "knn records", figures.knn_vs_k),
     FigureSpec("lowshot", "Low-shot accuracy vs labelled images per class",
                "Logistic regression on frozen features; band: 95% t-interval over seeds "
                "(over the trials when a row has one seed).", "lowshot records with shots",

@@ -185,17 +185,26 @@ def curve(rows: pd.DataFrame, x: str, trials_when_one_seed: bool = False) -> pd.
     return pd.DataFrame(out, columns=["key", "x", "mean", "half", "n"])
 
 
-def _draw_curves(ax, data: pd.DataFrame, styles: dict[Key, LineStyle], bands: bool = True):
+PERCENT = (0.0, 100.0)
+
+
+def _draw_curves(
+    ax, data: pd.DataFrame, styles: dict[Key, LineStyle], bounds: tuple[float, float] | None = None
+) -> None:
+    """Mean lines with their 95% bands; `bounds` clips bands to a metric's range (accuracy
+    in %: with two or three seeds a t-interval easily reaches past 0 or 100)."""
     for key, style in styles.items():
         part = data[data["key"] == key].sort_values("x")
         if part.empty:
             continue
         ax.plot(part["x"], part["mean"], color=style.color, linestyle=style.linestyle,
                 marker=style.marker, label=style.label)  # fmt: skip
-        if bands and part["half"].notna().any():
+        if part["half"].notna().any():
             half = part["half"].fillna(0.0)
-            ax.fill_between(part["x"], part["mean"] - half, part["mean"] + half,
-                            color=style.color, alpha=0.18, linewidth=0)  # fmt: skip
+            low, high = part["mean"] - half, part["mean"] + half
+            if bounds is not None:
+                low, high = low.clip(*bounds), high.clip(*bounds)
+            ax.fill_between(part["x"], low, high, color=style.color, alpha=0.15, linewidth=0)
 
 
 def _numeric(rows: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -218,7 +227,7 @@ def knn_vs_k(records, grouping, styles) -> Figure | None:
         return None
     data = curve(_with_keys(rows, grouping), "params.k")
     fig, (ax,) = _new_figure(1)
-    _draw_curves(ax, data, styles)
+    _draw_curves(ax, data, styles, PERCENT)
     ks = sorted(data["x"].unique())
     ax.set_xscale("log")
     ax.set_xticks(ks, [f"{k:g}" for k in ks])
@@ -237,7 +246,7 @@ def lowshot(records, grouping, styles) -> Figure | None:
         return None
     data = curve(_with_keys(rows, grouping), "params.shots", trials_when_one_seed=True)
     fig, (ax,) = _new_figure(1)
-    _draw_curves(ax, data, styles)
+    _draw_curves(ax, data, styles, PERCENT)
     shots = sorted(data["x"].unique())
     ax.set_xscale("log")
     ax.set_xticks(shots, [f"{s:g}" for s in shots])
@@ -281,7 +290,7 @@ def robustness(records, grouping, styles) -> Figure | None:
         per_run = per_run.groupby(["key", "run_key", "seed", "params.severity"], as_index=False)[
             "value"
         ].mean()
-        _draw_curves(ax, curve(per_run, "params.severity"), styles)
+        _draw_curves(ax, curve(per_run, "params.severity"), styles, PERCENT)
         names = sorted(set(part["corruption"]))
         title = "mean over all corruptions" if panel == "mean" else f"{panel} ({len(names)})"
         ax.set_title(title)

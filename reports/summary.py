@@ -84,28 +84,33 @@ def floor_lines(headline: pd.DataFrame, grouping: Grouping) -> list[str]:
     means = {(r.key, r.column): r.mean for r in headline.itertuples()}
     trained = [k for k in grouping.keys if not grouping.is_floor(k)]
     for floor in (k for k in grouping.keys if grouping.is_floor(k)):
-        below, compared = [], 0
-        for column in COLUMN_BY_NAME.values():
-            floor_mean = means.get((floor, column.name))
-            if floor_mean is None or not math.isfinite(floor_mean):
+        below: list[str] = []
+        compared = 0
+        for key in trained:
+            if grouping.block(key) != grouping.block(floor):
                 continue
-            for key in trained:
-                if grouping.block(key) != grouping.block(floor):
+            columns, losing = 0, []
+            for column in COLUMN_BY_NAME.values():
+                floor_mean, mean = means.get((floor, column.name)), means.get((key, column.name))
+                if floor_mean is None or mean is None or not math.isfinite(mean + floor_mean):
                     continue
-                mean = means.get((key, column.name))
-                if mean is None or not math.isfinite(mean):
-                    continue
-                compared += 1
+                columns += 1
                 margin = mean - floor_mean if column.higher_is_better else floor_mean - mean
                 if margin <= 0:
-                    below.append(f"{grouping.label(key)} on {column.name}")
+                    losing.append(column.name)
+            compared += columns
+            if losing and len(losing) == columns:
+                below.append(f"{grouping.label(key)} on all {columns} columns")
+            elif losing:
+                below.append(f"{grouping.label(key)} on {', '.join(losing)}")
         if not compared:
             continue
+        name = grouping.label(floor)
         if below:
-            lines.append(f"Not above the {grouping.label(floor)} floor: {', '.join(below)}.")
+            lines.append(f"Not above the {name} floor: {'; '.join(below)}.")
         else:
             lines.append(
-                f"Every trained row is above the {grouping.label(floor)} floor "
+                f"Every trained row is above the {name} floor "
                 f"({compared} of {compared} row-column comparisons)."
             )
     return lines

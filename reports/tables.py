@@ -279,7 +279,7 @@ def runs_table(runs: pd.DataFrame, records: pd.DataFrame, grouping: Grouping) ->
             "records": runs["run_key"].map(counts).fillna(0).astype(int),
         }
     )
-    for name in ("model.size", "train.epochs", "diffusion.lambda_diff", *grouping.group_by):
+    for name in ("model.size", "train.epochs", *grouping.group_by):
         column = f"config.{name}"
         if column in runs.columns and name not in table.columns:
             table[name] = runs[column].map(_cell_text)

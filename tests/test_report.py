@@ -377,3 +377,13 @@ def test_eval_out_folders_reevaluation_and_reference_variants(tmp_path):
     assert "random init (tiny)" in md and "raw pixels" in md
     records = pd.read_csv(tmp_path / "out" / "records.csv")
     assert len(records) == 2 + 2 * 4  # the run's newest pair + four reference subjects
+
+
+def test_run_arguments_resolve_to_run_directories(tmp_path):
+    from reports.collect import find_run_dirs
+
+    run = write_run(tmp_path / "runs", "d0", "djepa", 0, full=False)
+    (tmp_path / "runs" / "notes.txt").write_text("not a run")
+    for arg in (run, run / "results", run / "results" / "all.jsonl", tmp_path / "runs",
+                tmp_path / "runs" / "*"):  # fmt: skip
+        assert find_run_dirs([str(arg)]) == [run.resolve()], arg
