@@ -150,6 +150,8 @@ def build_report(
         fig = figures.draw(spec.draw, source, grouping, styles)
         if fig is None:
             report.skipped.append(f"{spec.title}: no {spec.needs} in these runs")
+            for suffix in (".png", ".pdf"):  # a previous report's version would mislead
+                (out / "figures" / f"{spec.name}{suffix}").unlink(missing_ok=True)
             continue
         report.files.extend(figures.save_figure(fig, out / "figures", spec.name))
         report.figures.append(spec.name)

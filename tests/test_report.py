@@ -274,6 +274,10 @@ def test_absent_records_skip_their_figures(tmp_path, run_cli):
     assert result.code == 0, result.err
     figures = {p.stem for p in (tmp_path / "out" / "figures").glob("*.png")}
     assert figures == {"knn_vs_k"}
+    # Rebuilding into a folder with figures of an older, fuller report removes those.
+    (tmp_path / "out" / "figures" / "lowshot.png").write_bytes(b"stale")
+    assert run_cli("report", str(root / "*"), "--out", tmp_path / "out").code == 0
+    assert not (tmp_path / "out" / "figures" / "lowshot.png").exists()
     md = (tmp_path / "out" / "report.md").read_text()
     assert "Skipped figures" in md and "Low-shot accuracy vs labelled images per class: no" in md
     assert "skipped figures:" in result.out

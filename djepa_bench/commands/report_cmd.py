@@ -11,8 +11,9 @@ def report_command(
     runs: list[str] = typer.Argument(
         ...,
         metavar="RUN_OR_GLOB...",
-        help="Run directories, folders holding runs (searched recursively), results .jsonl "
-        "files, or quoted globs such as 'runs/*'. Records are read from RUN/results/*.jsonl.",
+        help="Run directories, `eval --out` folders, folders holding either (searched "
+        "recursively), .jsonl record files, or quoted globs such as 'runs/*'. Records are "
+        "read from RUN/results/*.jsonl (or the folder's own *.jsonl).",
     ),
     out: Path = typer.Option(
         ..., "--out", "-o", help="Folder for report.md, tables/, figures/ and records.csv."
