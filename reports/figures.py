@@ -53,12 +53,13 @@ STYLE = {
     "svg.hashsalt": "djepa-bench",
     "path.simplify": False,
 }
-CORRUPTION_FAMILIES = {
+CORRUPTION_FAMILIES = {  # as the robustness protocol groups them (brightness is digital)
     "noise": ["gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise"],
     "blur": ["defocus_blur", "glass_blur", "motion_blur", "zoom_blur", "gaussian_blur"],
-    "weather": ["snow", "frost", "fog", "brightness", "spatter"],
-    "digital": ["contrast", "elastic_transform", "pixelate", "jpeg_compression", "saturate"],
-}
+    "weather": ["snow", "frost", "fog", "spatter"],
+    "digital": ["brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
+                "saturate"],
+}  # fmt: skip
 ESTIMATOR_STYLES = {  # denoising estimators drawn, and how
     "predictor": ("-", "predictor"),
     "ijepa_predictor": (":", "I-JEPA predictor (reference)"),
@@ -276,7 +277,10 @@ def robustness(records, grouping, styles) -> Figure | None:
     corrupted = rows[rows["corruption"] != "clean"].copy()
     if corrupted.empty:
         return None
-    corrupted["family"] = corrupted["corruption"].map(_family)
+    # The protocol records each corruption's family; older records fall back to our map.
+    recorded = corrupted["params.family"] if "params.family" in corrupted.columns else None
+    mapped = corrupted["corruption"].map(_family)
+    corrupted["family"] = mapped if recorded is None else recorded.where(recorded.notna(), mapped)
     order = [f for f in [*CORRUPTION_FAMILIES, "other"] if f in set(corrupted["family"])]
     panels = [*order, "mean"]
     fig, axes = _new_figure(len(panels), row_height=1.9)

@@ -62,6 +62,10 @@ def write_run(
                 acc = 90 + shift - 8 * severity - c_index + 0.5 * seed
                 recs.append(rec("robustness", "top1", acc, corruption=corruption,
                                 severity=severity, classifier="linear"))  # fmt: skip
+        # An extra (non-benchmark) corruption where D-JEPA is far worse: not in mCE.
+        bad = 40.0 if method == "djepa" else 0.0
+        recs.append(rec("robustness", "top1", 60 + shift - bad, corruption="saturate",
+                        severity=3, classifier="linear", family="digital"))  # fmt: skip
         for t in (0, 250, 500, 750, 999):  # noisy input z_t/sqrt(abar) explodes near t=T
             for estimator, err in (("predictor", 0.1 + t / 2000 - 0.02 * shift / 2),
                                    ("noisy_input", 0.001 + (t / 1000) ** 4 * 1e3)):  # fmt: skip
@@ -149,7 +153,8 @@ def test_mce_is_relative_to_the_baseline_and_lower_is_better(built):
     assert _cell(table, "ijepa", "mCE")["mean"] == pytest.approx(100.0, abs=0.5)
     djepa = _cell(table, "djepa", "mCE")["mean"]
     assert djepa < 100.0
-    # D-JEPA is 2 points better at every corruption and severity: error 5*2 lower per corruption.
+    # D-JEPA is 2 points better at every benchmark corruption and severity; the extra
+    # corruption "saturate", where it is far worse, is left out of mCE as in ImageNet-C.
     errors_ijepa = [sum(100 - (90 - 8 * s - c + 0.5) for s in range(1, 6)) for c in range(4)]
     errors_djepa = [sum(100 - (92 - 8 * s - c + 0.5) for s in range(1, 6)) for c in range(4)]
     expected = 100 * sum(d / i for d, i in zip(errors_djepa, errors_ijepa, strict=True)) / 4
