@@ -122,12 +122,12 @@ class KnnConfig:
 class LinearConfig:
     """Linear-probe settings."""
 
-    lrs: list[float] = field(default_factory=lambda: [1e-3, 3e-3, 1e-2, 3e-2])
+    lrs: list[float] = field(default_factory=lambda: [3e-3, 1e-2, 3e-2, 1e-1])
     # Decoupled (AdamW-style) decay: lr * wd per step, so useful values are larger than L2s.
     weight_decays: list[float] = field(default_factory=lambda: [0.0, 1e-3, 1e-2, 1e-1])
     optimizer: str = "adamw"  # adamw | sgd
     epochs: int = 100
-    batch_size: int = 4096  # capped so every epoch has at least 10 steps
+    batch_size: int = 2048  # capped so every epoch has at least 10 steps
     val_fraction: float = 0.1
     seed: int = 0
     momentum: float = 0.9  # SGD only
