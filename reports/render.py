@@ -14,6 +14,7 @@ CSV_FLOAT = "%.6g"
 _TEX_ESCAPES = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
     "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    "—": "---",
 }  # fmt: skip
 
 
@@ -53,7 +54,7 @@ def _headline_cells(
         for column in columns:
             cell = cells.get((key, column.name))
             if cell is None:
-                row.append("—")
+                row.append("---" if tex else "—")
                 continue
             d = column.decimals
             if cell.n >= 2:
@@ -133,7 +134,10 @@ def _delta_cells(deltas: pd.DataFrame, grouping: Grouping, columns: list[Column]
         row.append(str(int(pairs[key])))
         for column in columns:
             cell = cells.get((key, column.name))
-            row.append("—" if cell is None else _delta_text(cell, COLUMN_BY_NAME[column.name], tex))
+            if cell is None:
+                row.append("---" if tex else "—")
+            else:
+                row.append(_delta_text(cell, COLUMN_BY_NAME[column.name], tex))
         lines.append(row)
     return lines
 

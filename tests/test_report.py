@@ -306,6 +306,9 @@ def test_group_by_config_field_and_dataset(tmp_path, run_cli):
     assert set(knn["model.size"].astype(str)) == {"nano", "tiny", "—"}
     # Best is judged within each dataset: the lone cifar10 floor is best in its block.
     assert bool(knn[knn["dataset"] == "cifar10"]["best"].iloc[0])
+    tex = (tmp_path / "o2" / "tables" / "headline.tex").read_text()
+    assert r"model.size & dataset" in tex and "raw pixels & --- & cifar10" in tex
+    assert "—" not in tex  # plain-ASCII LaTeX
 
 
 @pytest.mark.parametrize(
