@@ -31,6 +31,9 @@ What the context gives a protocol:
 - `record(protocol, metric, value, params, split="test", time_s=0.0)` -> a DESIGN section-3
   record with the run identity and dataset filled in.
 
+Outside the CLI (tests, notebooks): `build_context(load_subject(model="pixels",
+overrides=["data.dataset=digits"]))` gives the same context `djepa-bench eval` builds.
+
 A protocol that does not apply (e.g. denoising on --model pixels) raises ProtocolSkipped
 with a one-line reason; `eval --protocol all` logs it and goes on. Bad settings raise
 UserError. Protocols must not write files: the eval command appends the returned records.
@@ -46,7 +49,7 @@ import torch
 
 from djepa_bench.config import Config
 from djepa_bench.data import ImageSplit
-from djepa_bench.encoders import Encoder
+from djepa_bench.encoders import Encoder, Subject, make_encoder
 from djepa_bench.feature_cache import FeatureSource
 from djepa_bench.knn import KnnClassifier
 from djepa_bench.linear_probe import LinearProbe, fit_linear_probe
@@ -57,6 +60,7 @@ __all__ = [
     "KnnClassifier",
     "LinearProbe",
     "ProtocolSkipped",
+    "build_context",
     "fit_linear_probe",
 ]
 
@@ -127,3 +131,46 @@ class EvalContext:
                 device=self.device,
             )
         return self.shared["knn_classifier"]
+
+
+def build_context(
+    subject: Subject,
+    *,
+    device: str | torch.device = "cpu",
+    splits: dict[str, ImageSplit] | None = None,
+    log: Callable[[str], None] | None = None,
+    progress: bool = False,
+    distributed: bool = False,
+) -> EvalContext:
+    """The context `djepa-bench eval` builds for `subject` (see djepa_bench.encoders.load_subject).
+
+    Loads the train/test splits of config.data.dataset unless `splits` is given, builds the
+    frozen encoder at the checkpoint's image size (else data.image_size, else the dataset's)
+    and a FeatureSource honouring eval.cache / eval.cache_dir / eval.batch_size.
+    """
+    from djepa_bench.data import load_dataset
+
+    cfg = subject.config
+    device = torch.device(device)
+    dataset = cfg.data.dataset if splits is None else next(iter(splits.values())).name
+    if splits is None:
+        data = cfg.data
+        splits = {
+            s: load_dataset(data.dataset, s, data.root, data.download, data.cache_dir)
+            for s in ("train", "test")
+        }
+    first = splits["train"]
+    size = subject.data.get("image_size") or cfg.data.image_size or first.image_size
+    encoder = make_encoder(
+        subject, int(size), first.channels, cfg.eval.encoder, cfg.eval.pool, device
+    )
+    features = FeatureSource(
+        encoder, splits, cache_dir=cfg.eval.cache_dir, use_cache=cfg.eval.cache,
+        batch_size=cfg.eval.batch_size, device=device, distributed=distributed,
+        progress=progress, log=log,
+    )  # fmt: skip
+    return EvalContext(
+        identity=subject.identity, config=cfg, device=device, dataset=dataset,
+        splits=splits, features=features, encoder=encoder, checkpoint=subject.checkpoint,
+        log=log or (lambda msg: None),
+    )  # fmt: skip

@@ -182,11 +182,9 @@ def eval_command(
     ),
 ) -> None:
     """Evaluate frozen features with kNN, linear, low-shot (and other) protocols."""
-    from djepa_bench.data import load_dataset
-    from djepa_bench.encoders import load_subject, make_encoder
-    from djepa_bench.feature_cache import FeatureSource
+    from djepa_bench.encoders import load_subject
     from djepa_bench.records import append_records
-    from eval_protocols.base import EvalContext, ProtocolSkipped
+    from eval_protocols.base import ProtocolSkipped, build_context
     from eval_protocols.registry import get_protocol
 
     names = _protocol_names(protocol)
@@ -210,21 +208,14 @@ def eval_command(
     rank0 = not distributed or int(os.environ.get("RANK", "0")) == 0
     results = Path(out) if out else subject.run_dir / "results"
 
-    splits = {
-        s: load_dataset(cfg.data.dataset, s, cfg.data.root, cfg.data.download, cfg.data.cache_dir)
-        for s in ("train", "test")
-    }
-    first = splits["train"]
-    size = subject.data.get("image_size") or cfg.data.image_size or first.image_size
-    enc = make_encoder(subject, int(size), first.channels, cfg.eval.encoder, cfg.eval.pool, dev)
-    features = FeatureSource(
-        enc, splits, cache_dir=cfg.eval.cache_dir, use_cache=cfg.eval.cache,
-        batch_size=cfg.eval.batch_size, device=dev, distributed=distributed,
-        progress=sys.stderr.isatty() and rank0, log=_log,
+    ctx = build_context(
+        subject, device=dev, log=_log, progress=sys.stderr.isatty() and rank0,
+        distributed=distributed,
     )  # fmt: skip
+    splits, enc, features = ctx.splits, ctx.encoder, ctx.features
     _log(
         f"eval {subject.identity.run} ({subject.kind}, encoder={enc.which}, pool={enc.pool}) "
-        f"on {cfg.data.dataset} [{len(splits['train'])} train / {len(splits['test'])} test] "
+        f"on {ctx.dataset} [{len(splits['train'])} train / {len(splits['test'])} test] "
         f"device={dev}"
     )
     if distributed:
@@ -234,10 +225,6 @@ def eval_command(
         features.distributed = False
         if not rank0:
             return
-    ctx = EvalContext(
-        identity=subject.identity, config=cfg, device=dev, dataset=cfg.data.dataset,
-        splits=splits, features=features, encoder=enc, checkpoint=subject.checkpoint, log=_log,
-    )  # fmt: skip
     written: list[dict[str, Any]] = []
     for name in names:
         try:
