@@ -72,3 +72,64 @@ def test_distributed_extraction_gathers_all_shards_in_order(tmp_path):
     gathered = torch.load(out, weights_only=True)
     single = extract_features(_flat, _synthetic().subset(torch.arange(101)), batch_size=16)
     torch.testing.assert_close(gathered, single)
+
+
+# --- the on-disk feature cache -----------------------------------------------------------
+
+
+def _source(tmp_path, use_cache=True, model_id="model:test", logs=None):
+    from djepa_bench.encoders import Encoder
+    from djepa_bench.feature_cache import FeatureSource
+
+    calls = []
+
+    def encode(images):
+        calls.append(images.shape[0])
+        return images.flatten(1)[:, :8] * 2
+
+    encoder = Encoder(model_id, "-", "mean", encode, None, None, None)
+    split = _synthetic()
+    source = FeatureSource(
+        encoder, {"test": split}, cache_dir=tmp_path, use_cache=use_cache, batch_size=64,
+        log=(logs.append if logs is not None else None),
+    )  # fmt: skip
+    return source, calls
+
+
+def test_second_source_reuses_the_cache_and_logs_it(tmp_path):
+    logs = []
+    first, calls = _source(tmp_path, logs=logs)
+    a = first.get("test")
+    assert calls and first.misses == 1
+    path = first.path("test")
+    assert path.is_file() and not list(path.parent.glob(".*"))  # no temp file left behind
+    second, calls2 = _source(tmp_path, logs=logs)
+    b = second.get("test")
+    assert calls2 == [] and second.hits == 1
+    torch.testing.assert_close(a, b)
+    assert any("reused cache" in line for line in logs)
+    assert second.get("test") is b  # memoised in memory too
+
+
+def test_no_cache_bypasses_disk_and_keys_separate_settings(tmp_path):
+    source, calls = _source(tmp_path, use_cache=False)
+    source.get("test")
+    assert calls and not any(tmp_path.rglob("*.npy"))
+    cached, _ = _source(tmp_path)
+    other, _ = _source(tmp_path, model_id="model:other")
+    assert cached.path("test") != other.path("test")
+    assert cached.key("test") != cached.key("test", transform="noise-1")
+    noisy = cached.get("test", "noise-1", lambda x, start: x + 1.0)
+    clean = cached.get("test")
+    torch.testing.assert_close(noisy, clean + 2.0)
+    assert len(list(tmp_path.rglob("*.npy"))) == 2
+
+
+def test_transform_needs_both_name_and_function(tmp_path):
+    import pytest
+
+    source, _ = _source(tmp_path)
+    with pytest.raises(ValueError):
+        source.get("test", transform="noise-1")
+    with pytest.raises(ValueError):
+        source.get("test", batch_transform=lambda x, s: x)
