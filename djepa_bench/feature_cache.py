@@ -8,6 +8,7 @@ complete, so a killed extraction never leaves a half entry.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -83,7 +84,7 @@ class FeatureSource:
         size = self.encoder.image_size or split.image_size
         return cache_key(
             self.encoder.cache_id(), split.name, split.split, len(split), split.source,
-            split.extra.get("subset"), size, transform or "clean",
+            _subset_fingerprint(split), size, transform or "clean",
         )  # fmt: skip
 
     def path(self, name: str, transform: str | None = None) -> Path:
@@ -139,6 +140,18 @@ class FeatureSource:
         where = f", cached at {path}" if self.use_cache else " (cache off)"
         self.log(f"features {label}: extracted {tuple(feats.shape)}{where}")
         return feats
+
+
+def _subset_fingerprint(split: ImageSplit) -> str | None:
+    """For a subset of a split: a hash of exactly which images it holds (None for a full split)."""
+    if "subset" not in split.extra:
+        return None
+    digest = hashlib.sha256(split.labels.numpy().tobytes())
+    if split.images is not None:
+        digest.update(split.images.cpu().contiguous().numpy().tobytes())
+    else:
+        digest.update("\n".join(map(str, split.files or [])).encode())
+    return digest.hexdigest()[:16]
 
 
 def _is_rank0() -> bool:

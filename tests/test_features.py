@@ -133,3 +133,14 @@ def test_transform_needs_both_name_and_function(tmp_path):
         source.get("test", transform="noise-1")
     with pytest.raises(ValueError):
         source.get("test", batch_transform=lambda x, s: x)
+
+
+def test_subsets_of_equal_size_get_different_cache_keys(tmp_path):
+    from djepa_bench.encoders import Encoder
+    from djepa_bench.feature_cache import FeatureSource
+
+    encoder = Encoder("model:test", "-", "mean", lambda x: x.flatten(1), None, None, None)
+    split = _synthetic()
+    a, b = split.subset(torch.arange(0, 50)), split.subset(torch.arange(50, 100))
+    keys = [FeatureSource(encoder, {"test": s}, cache_dir=tmp_path).key("test") for s in (a, b)]
+    assert keys[0] != keys[1]
