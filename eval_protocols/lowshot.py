@@ -85,7 +85,7 @@ def run(ctx: EvalContext) -> list[dict]:
     train_labels, test_labels = ctx.features.labels("train"), ctx.features.labels("test")
     mean, std = standardiser(train)
     x_test = ((test.float() - mean) / std).numpy()
-    knn_k = ctx.config.eval.knn
+    knn_cfg = ctx.config.eval.knn
     records = []
     for kind, size in sizes:
         accs = []
@@ -110,11 +110,11 @@ def run(ctx: EvalContext) -> list[dict]:
                 start = time.perf_counter()
                 k = min(cfg.knn_k, len(idx))
                 knn = KnnClassifier(
-                    train[idx], train_labels[idx], ctx.num_classes, knn_k.temperature,
-                    knn_k.weighting, knn_k.backend, ctx.device,
+                    train[idx], train_labels[idx], ctx.num_classes, knn_cfg.temperature,
+                    knn_cfg.weighting, knn_cfg.backend, ctx.device,
                 )  # fmt: skip
                 acc_knn = knn.accuracy(test, test_labels, [k], topk=(1,))[k][1]
-                params = base | {"classifier": "knn", "k": k, "temperature": knn_k.temperature}
+                params = base | {"classifier": "knn", "k": k, "temperature": knn_cfg.temperature}
                 records.append(
                     ctx.record(
                         "lowshot", "top1", acc_knn, params, time_s=time.perf_counter() - start
