@@ -65,6 +65,11 @@ class VisionEncoder(nn.Module):
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.apply(init_weights)
         rescale_residual_branches(self.blocks)
+        # LeCun-normal patch projection: unit-variance content tokens whatever the patch size.
+        # With I-JEPA's std 0.02 a 4x4x3 patch gives content ~0.14 against position
+        # embeddings ~0.7, and small-patch runs collapsed to position-only features.
+        weight = self.patch_embed.proj.weight
+        nn.init.trunc_normal_(weight, std=weight[0].numel() ** -0.5)
 
     def embed(self, x: torch.Tensor, keep_idx: torch.Tensor | None = None) -> torch.Tensor:
         """Patch tokens plus positions, (B, N, D), or only those at keep_idx (B, n, D)."""

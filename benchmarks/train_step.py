@@ -1,0 +1,162 @@
+"""Training-step cost of D-JEPA relative to I-JEPA: same model, batch, masks, in one run.
+
+Each iteration runs one full optimisation step (target encoder, context encoder,
+predictor, backward, AdamW, EMA) of each method on the same images and masks,
+interleaved so that a shared machine's load affects both alike. Prints the median step
+times, images/s, the ratio djepa/ijepa (goal <= 1.25), FLOPs per step counted with
+torch.utils.flop_counter.FlopCounterMode and, on a GPU, the fraction of the bf16 peak (MFU).
+
+    .venv/bin/python benchmarks/train_step.py --preset cifar10-cpu --steps 20
+    python3 benchmarks/train_step.py --preset cifar10-vit-tiny --steps 50   # on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from djepa_bench.config import build_config
+from djepa_bench.data import get_spec
+from djepa_bench.masks import MultiBlockMasker
+from djepa_bench.models import build_encoder, build_predictor, build_schedule
+from train.distributed import resolve_device
+from train.objectives import JepaModel, compute_losses
+from train.optim import build_optimizer, ema_update, set_lr_wd
+
+
+class MethodStep:
+    """One method's models and optimiser, and a callable doing one training step."""
+
+    def __init__(self, cfg, method: str, image_size: int, channels: int, device, bf16: bool):
+        self.cfg = copy.deepcopy(cfg)
+        self.cfg.train.method = method
+        torch.manual_seed(0)
+        encoder = build_encoder(cfg.model, image_size, channels)
+        self.model = JepaModel(encoder, build_predictor(cfg.model, encoder, method)).to(device)
+        self.target = copy.deepcopy(encoder).to(device).requires_grad_(False)
+        self.optimizer = build_optimizer(self.model, cfg.optim, device)
+        self.schedule = build_schedule(cfg.diffusion) if method == "djepa" else None
+        self.device, self.bf16 = device, bf16
+        self.forward_model, self.forward_target = self.model, self.target
+        if cfg.train.compile:
+            self.forward_model = torch.compile(self.model)
+            self.forward_target = torch.compile(self.target)
+
+    def __call__(self, images, masks, seed: int) -> None:
+        set_lr_wd(self.optimizer, self.cfg.optim.lr, self.cfg.optim.weight_decay)
+        gen = torch.Generator(device=self.device).manual_seed(seed)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            parts = compute_losses(
+                self.forward_model, self.forward_target, self.schedule, images, masks, self.cfg, gen
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        parts.loss.backward()
+        self.optimizer.step()
+        ema_update(self.target, self.model.context_encoder, 0.996)
+
+
+def sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="cifar10-cpu", help="training preset to measure")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="key=value")
+    parser.add_argument("--batch", type=int, default=None, help="batch size (default: preset's)")
+    parser.add_argument("--steps", type=int, default=20, help="measured steps per method")
+    parser.add_argument("--warmup", type=int, default=3, help="unmeasured steps per method")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
+    parser.add_argument(
+        "--peak-tflops", type=float, default=989.0,
+        help="bf16 dense peak of the GPU for MFU (H100/H200 SXM: ~989)",
+    )  # fmt: skip
+    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = list(args.overrides)
+    if args.batch:
+        overrides.append(f"optim.batch_size={args.batch}")
+    cfg = build_config(args.preset, None, overrides)
+    device = resolve_device(args.device)
+    bf16 = device.type == "cuda" and cfg.train.precision != "fp32"
+    if cfg.data.dataset.startswith("imagefolder:"):
+        image_size, channels = cfg.data.image_size or 224, 3
+    else:
+        spec = get_spec(cfg.data.dataset)
+        image_size, channels = cfg.data.image_size or spec.image_size, spec.channels
+    batch = cfg.optim.batch_size
+    methods = {
+        m: MethodStep(cfg, m, image_size, channels, device, bf16) for m in ("ijepa", "djepa")
+    }
+    grid = image_size // cfg.model.patch_size
+    masker = MultiBlockMasker(grid, cfg.mask)
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randn(batch, channels, image_size, image_size, generator=gen).to(device)
+
+    flops = {}
+    masks0 = masker(batch, torch.Generator().manual_seed(0)).to(device)
+    for name, step in methods.items():
+        counter = FlopCounterMode(display=False)
+        with counter:
+            step(images, masks0, 0)
+        flops[name] = counter.get_total_flops()
+
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    for i in range(args.warmup + args.steps):
+        masks = masker(batch, torch.Generator().manual_seed(i + 1)).to(device)
+        for name, step in methods.items():
+            sync(device)
+            start = time.perf_counter()
+            step(images, masks, i)
+            sync(device)
+            if i >= args.warmup:
+                times[name].append(time.perf_counter() - start)
+
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
+    print(
+        f"preset {args.preset}: {cfg.model.size}/{cfg.model.patch_size} at {image_size}px, "
+        f"batch {batch}, {args.steps} steps, {where}{threads}, "
+        f"{'bf16' if bf16 else 'fp32'}, context_batching={cfg.mask.context_batching}"
+    )
+    median = {m: statistics.median(t) for m, t in times.items()}
+    results = {}
+    for name in methods:
+        rate = batch / median[name]
+        achieved = flops[name] / median[name] / 1e12
+        line = (
+            f"{name}: median step {median[name] * 1e3:.1f} ms, {rate:.0f} images/s, "
+            f"{flops[name] / 1e9:.1f} GFLOP/step, {achieved:.3f} TFLOP/s"
+        )
+        mfu = 100 * achieved / args.peak_tflops if device.type == "cuda" else None
+        if mfu is not None:
+            line += f", MFU {mfu:.1f}% of {args.peak_tflops:g}"
+        print(line)
+        results[name] = {
+            "step_ms": median[name] * 1e3,
+            "images_per_s": rate,
+            "gflop_per_step": flops[name] / 1e9,
+            "mfu_percent": mfu,
+        }
+    print(
+        f"ratio djepa/ijepa step time: {median['djepa'] / median['ijepa']:.3f} (goal <= 1.25); "
+        f"FLOP ratio {flops['djepa'] / flops['ijepa']:.3f}"
+    )
+    if args.json:
+        results["ratio"] = median["djepa"] / median["ijepa"]
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
