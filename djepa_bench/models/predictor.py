@@ -123,8 +123,9 @@ class Predictor(nn.Module):
             self.modulation = nn.ModuleList(
                 nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim)) for _ in range(depth)
             )
-            for module in (self.noisy_proj, self.time_embed):
-                module.apply(init_weights)
+            # The time embedder keeps PyTorch's default init so its output is O(1) (std-0.02
+            # layers would make it ~0.01 and the zero-initialised modulation would learn slowly).
+            self.noisy_proj.apply(init_weights)
             for layer in self.modulation:
                 nn.init.zeros_(layer[1].weight)
                 nn.init.zeros_(layer[1].bias)
