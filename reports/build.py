@@ -30,19 +30,22 @@ class FigureSpec:
     from_logs: bool = False
 
 
+BANDS = (
+    f"Band: 95% t-interval over seeds, drawn for rows with at least {figures.MIN_BAND_SAMPLES} "
+    "(with two the t quantile is 12.7 and the band would cover the axis)."
+)
 FIGURES = (
     FigureSpec("knn_vs_k", "kNN accuracy vs k",
                "k-NN top-1 (cosine, T=0.07) against the number of neighbours; line: mean over "
-               "seeds, band: 95% t-interval over seeds (wide with few seeds: the t quantile "
-               "is 12.7 for two, 4.3 for three).", "knn records", figures.knn_vs_k),
+               f"seeds. {BANDS}", "knn records", figures.knn_vs_k),
     FigureSpec("lowshot", "Low-shot accuracy vs labelled images per class",
-               "Logistic regression on frozen features; band: 95% t-interval over seeds "
-               "(over the trials when a row has one seed).", "lowshot records with shots",
-               figures.lowshot),
+               "Logistic regression on frozen features; line: mean over seeds and trials. "
+               f"{BANDS} A row with one seed gets its band from the trials.",
+               "lowshot records with shots", figures.lowshot),
     FigureSpec("robustness", "Accuracy vs corruption severity",
                "Top-1 of the clean-trained head on corrupted test images, averaged over the "
                "corruptions of each family (count in brackets) and over all of them; "
-               "severity 0 is clean.", "robustness records per corruption and severity",
+               f"severity 0 is clean. {BANDS}", "robustness records per corruption and severity",
                figures.robustness),
     FigureSpec("denoising", "Denoising error vs noise level",
                "Error of the predictor's clean-target estimate at masked positions against "

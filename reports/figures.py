@@ -26,6 +26,7 @@ from reports.tables import select
 SINGLE_COLUMN_IN = 3.4  # width of one column of a two-column paper, inches
 DOUBLE_COLUMN_IN = 7.0
 PNG_DPI = 200
+MIN_BAND_SAMPLES = 3  # seeds (or trials) needed before a 95% band is drawn
 # Okabe-Ito: distinguishable with colour-vision deficiency and in greyscale print.
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442"]
 FLOOR_STYLES = {"pixels": ("#555555", (0, (4, 2)), "s"), "random": ("#999999", (0, (1, 1.5)), "x")}
@@ -181,7 +182,9 @@ def curve(rows: pd.DataFrame, x: str, trials_when_one_seed: bool = False) -> pd.
         if len(samples) == 1 and trials_when_one_seed and len(group) > 1:
             samples = group["value"].to_numpy()
         mean = float(per_seed.mean())
-        half = t_halfwidth(samples)
+        # Two samples give t(0.975, 1) = 12.7 x the standard error: a band over the whole
+        # axis that hides the lines; bands start at MIN_BAND_SAMPLES.
+        half = t_halfwidth(samples) if len(samples) >= MIN_BAND_SAMPLES else math.nan
         out.append({"key": key, "x": float(xv), "mean": mean, "half": half, "n": len(per_seed)})
     return pd.DataFrame(out, columns=["key", "x", "mean", "half", "n"])
 
