@@ -399,3 +399,26 @@ def test_run_arguments_resolve_to_run_directories(tmp_path):
     for arg in (run, run / "results", run / "results" / "all.jsonl", tmp_path / "runs",
                 tmp_path / "runs" / "*"):  # fmt: skip
         assert find_run_dirs([str(arg)]) == [run.resolve()], arg
+
+
+def test_curve_bands_need_three_samples():
+    from reports.figures import curve
+
+    key = ("djepa",)
+    rows = pd.DataFrame(
+        {
+            "key": [key] * 5,
+            "x": [1, 1, 1, 2, 2],
+            "seed": [0, 1, 2, 0, 1],
+            "value": [73.0, 74.0, 78.0, 10.0, 12.0],
+        }  # fmt: skip
+    )
+    data = curve(rows, "x").set_index("x")
+    assert data.loc[1.0, "mean"] == pytest.approx(75.0)
+    assert data.loc[1.0, "half"] == pytest.approx(T_975_DF2 * math.sqrt(7.0) / math.sqrt(3))
+    assert math.isnan(data.loc[2.0, "half"])  # two seeds: no band
+    one_seed = pd.DataFrame(
+        {"key": [key] * 3, "x": [5] * 3, "seed": [0] * 3, "value": [1.0, 2.0, 3.0]}
+    )
+    trials = curve(one_seed, "x", trials_when_one_seed=True)
+    assert trials["half"].iloc[0] == pytest.approx(T_975_DF2 * 1.0 / math.sqrt(3))
