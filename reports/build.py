@@ -163,9 +163,6 @@ def build_report(
     if "md" in formats:
         text = _markdown(report, grouping, headline, deltas, columns, runs, drawn, formats)
         _write(report, out / "report.md", text)
-    for path in report.files:
-        # atomic writes create 0600 temp files; a report is meant to be shared and published.
-        path.chmod(0o644)
     return report
 
 
