@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from djepa_bench.config import Config, apply_overrides, build_config, config_from_dict, to_dict
+from djepa_bench.data.cache import cache_key
 from djepa_bench.errors import UserError
 from djepa_bench.io import safe_torch_load, sha256_file
 from djepa_bench.records import RunIdentity
@@ -174,7 +175,9 @@ def _subject_from_spec(
             raise UserError(f"unknown ViT size '{size}' in --model {spec}; use one of {sizes}")
         config.model.size = size
         seed = config.train.seed
-        model_id = f"model:random:{size}:p{config.model.patch_size}:seed{seed}"
+        # Every model field (width/depth overrides too) keys the feature cache.
+        shape = cache_key(*sorted(to_dict(config.model).items()))
+        model_id = f"model:random:{size}:p{config.model.patch_size}:{shape}:seed{seed}"
         return Subject(RunIdentity(spec, "random", seed, model_id), config, "random", spec)
     if spec.startswith("timm:"):
         name, _ = parse_timm_spec(spec)

@@ -11,6 +11,7 @@ import math
 import os
 import sys
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -183,9 +184,7 @@ def eval_command(
 ) -> None:
     """Evaluate frozen features with kNN, linear, low-shot (and other) protocols."""
     from djepa_bench.encoders import load_subject
-    from djepa_bench.records import append_records
-    from eval_protocols.base import ProtocolSkipped, build_context
-    from eval_protocols.registry import get_protocol
+    from eval_protocols.base import build_context
 
     names = _protocol_names(protocol)
     if model is not None and out is None:
@@ -225,18 +224,29 @@ def eval_command(
         features.distributed = False
         if not rank0:
             return
+    print_table(run_protocols(ctx, names, results, _log))
+
+
+def run_protocols(
+    ctx: Any, names: list[str], results: Path, log: Callable[[str], None] = _log
+) -> list[dict[str, Any]]:
+    """Run each protocol on `ctx`, appending its records to RESULTS/<protocol>.jsonl."""
+    from djepa_bench.records import append_records
+    from eval_protocols.base import ProtocolSkipped
+    from eval_protocols.registry import get_protocol
+
     written: list[dict[str, Any]] = []
     for name in names:
         try:
             records = get_protocol(name).run(ctx)
         except ProtocolSkipped as why:
-            _log(f"{name}: skipped ({why})")
+            log(f"{name}: skipped ({why})")
             continue
         path = results / f"{name}.jsonl"
         append_records(path, records)
-        _log(f"{name}: {len(records)} records appended to {path}")
+        log(f"{name}: {len(records)} records appended to {path}")
         written.extend(records)
-    print_table(written)
+    return written
 
 
 def register(app: typer.Typer) -> None:
