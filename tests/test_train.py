@@ -208,6 +208,10 @@ def test_cli_train_tiny_run_and_errors(run_cli, tmp_path):
     assert safe_torch_load(out / "checkpoint.pt")["method"] == "ijepa"
     again = run_cli(*args)
     assert again.code == 2 and "--resume" in again.err and "Traceback" not in again.err
+    resumed = run_cli("train", "--out", out, "--resume", "--device", "cpu")
+    assert resumed.code == 0 and "run directory" in resumed.out  # finished: nothing to do
+    longer = run_cli("train", "--out", out, "--resume", "--epochs", "3")
+    assert longer.code == 2 and "train.epochs differs" in longer.err
     bad = run_cli("train", "--preset", "demo", "--set", "optim.lrr=1", "--out", tmp_path / "x")
     assert bad.code == 2 and "optim.lr" in bad.err
     bad_method = run_cli("train", "--preset", "demo", "--method", "mae", "--out", tmp_path / "y")

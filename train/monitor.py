@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 import torch
 
-from djepa_bench.data import ImageSplit, iterate_batches
+from djepa_bench.data import ImageSplit
+from djepa_bench.features import extract_features
 from djepa_bench.knn import knn_accuracy
 from djepa_bench.spectral import feature_std, rankme
 
@@ -16,26 +17,8 @@ def pooled_encode_fn(encoder: torch.nn.Module) -> Callable[[torch.Tensor], torch
     return lambda images: encoder(images).mean(dim=1)
 
 
-def _local_extract(encode_fn, split, batch_size, device, image_size) -> torch.Tensor:
-    # Stand-in for djepa_bench.features.extract_features until that module exists.
-    # TODO(merge): drop once djepa_bench.features is committed.
-    device = torch.device(device)
-    chunks = []
-    with (
-        torch.inference_mode(),
-        torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"),
-    ):
-        for images, _ in iterate_batches(split, batch_size, device=device, image_size=image_size):
-            chunks.append(encode_fn(images).float().cpu())
-    return torch.cat(chunks)
-
-
 def extract(encode_fn, split: ImageSplit, batch_size: int, device, image_size: int):
-    """Features (N, D) float32 on CPU, via djepa_bench.features when it is available."""
-    try:
-        from djepa_bench.features import extract_features
-    except ImportError:
-        return _local_extract(encode_fn, split, batch_size, device, image_size)
+    """Features (N, D) float32 on CPU (batched, inference mode, bf16 on GPU)."""
     return extract_features(
         encode_fn, split, batch_size=batch_size, device=device, image_size=image_size
     )
