@@ -35,17 +35,12 @@ def frost(x: torch.Tensor, p: tuple, rng: KeyedRandom, **_) -> torch.Tensor:
     textures = frost_textures(size).to(x.device, x.dtype)
     if c == 1:
         textures = ops.grey(textures)
-    pick = rng.integers(0, 0, NUM_TEXTURES).to(x.device)
-    top = rng.integers(1, 0, size - h).to(x.device)
-    left = rng.integers(2, 0, size - w).to(x.device)
-    rows = top[:, None] + torch.arange(h, device=x.device)
-    cols = left[:, None] + torch.arange(w, device=x.device)
-    crop = textures[
-        pick[:, None, None, None],
-        torch.arange(c, device=x.device)[None, :, None, None],
-        rows[:, None, :, None],
-        cols[:, None, None, :],
-    ]
+    pick = rng.integers(0, 0, NUM_TEXTURES).tolist()
+    top = rng.integers(1, 0, size - h).tolist()
+    left = rng.integers(2, 0, size - w).tolist()
+    crop = torch.stack(
+        [textures[k, :, t : t + h, c0 : c0 + w] for k, t, c0 in zip(pick, top, left, strict=True)]
+    )
     return p[0] * x + p[1] * crop
 
 
