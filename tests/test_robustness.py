@@ -107,11 +107,13 @@ def test_eval_robustness_end_to_end(run_cli, tmp_path):
     """Pixels on `digits`: clean row = linear protocol, blur hurts more at severity 5,
     corrupted features are cached, and a run is its own baseline with CE = mCE = 100."""
     cache = tmp_path / "cache"
-    args = [
+    common = [
         "eval", "--model", "pixels", "--dataset", "digits", "--device", "cpu",
-        "--set", f"eval.cache_dir={cache}",
-        "--set", "eval.robustness.corruptions=gaussian_blur,contrast",
-        "--set", "eval.robustness.severities=[1,5]", *FAST,
+        "--set", f"eval.cache_dir={cache}", *FAST,
+    ]  # fmt: skip
+    args = [
+        *common, "--set", "eval.robustness.corruptions=gaussian_blur,contrast",
+        "--set", "eval.robustness.severities=[1,5]",
     ]  # fmt: skip
     first = run_cli(*args, "--protocol", "linear,robustness", "--out", tmp_path / "a")
     assert first.code == 0, first.err
@@ -130,9 +132,10 @@ def test_eval_robustness_end_to_end(run_cli, tmp_path):
     cached = sorted(p.name for p in cache.rglob("*.npy"))
     assert sum("gaussian_blur-s5" in name for name in cached) == 1
 
-    second = run_cli(
-        *args, "--protocol", "robustness", "--out", tmp_path / "b",
-        "--set", f"eval.robustness.baseline={tmp_path / 'a'}",
+    second = run_cli(  # the same settings through the eval command's own flags
+        *common, "--protocol", "robustness", "--out", tmp_path / "b",
+        "--corruptions", "gaussian_blur,contrast", "--severities", "1,5",
+        "--baseline", tmp_path / "a",
         "--set", "eval.robustness.classifiers=knn",  # the linear head is covered above
     )  # fmt: skip
     assert second.code == 0, second.err

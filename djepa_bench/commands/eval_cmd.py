@@ -39,6 +39,16 @@ def _flag_overrides(**pairs: Any) -> list[str]:
     ]
 
 
+def _int_list(text: str | None, flag: str) -> list[int] | None:
+    """'1,3,5' -> [1, 3, 5]; a one-line error for anything else."""
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"{flag} expects integers separated by commas, e.g. 1,3,5") from None
+
+
 def _resolve_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -181,6 +191,21 @@ def eval_command(
     weights: Path = typer.Option(
         None, "--weights", help="With --model timm:NAME: a local state-dict file to load."
     ),
+    corruptions: str = typer.Option(
+        None,
+        "--corruptions",
+        help="Robustness: all (default), common (the 15), extra, families (noise, blur, "
+        "weather, digital) or names, comma-separated.",
+    ),
+    severities: str = typer.Option(
+        None, "--severities", help="Robustness: severities to test, e.g. 1,3,5 (default 1-5)."
+    ),
+    baseline: Path = typer.Option(
+        None,
+        "--baseline",
+        help="Robustness: run directory (or robustness.jsonl) whose errors normalise CE and "
+        "mCE, typically the I-JEPA run.",
+    ),
 ) -> None:
     """Evaluate frozen features with kNN, linear, low-shot (and other) protocols."""
     from djepa_bench.encoders import load_subject
@@ -196,6 +221,9 @@ def eval_command(
             "data.dataset": dataset, "data.root": str(data_root) if data_root else None,
             "eval.encoder": encoder, "eval.pool": pool, "eval.device": device,
             "eval.cache": False if no_cache else None,
+            "eval.robustness.corruptions": corruptions,
+            "eval.robustness.severities": _int_list(severities, "--severities"),
+            "eval.robustness.baseline": str(baseline) if baseline else None,
         }
     )  # fmt: skip
     subject = load_subject(
