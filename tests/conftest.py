@@ -7,13 +7,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from threadpoolctl import threadpool_limits
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("DJEPA_SHARED_DATA", REPO.parent / "shared" / "data"))
 CIFAR_ARCHIVE = SHARED_DATA / "cifar10-jpeg.tar.gz"
 
-# Two cores: keep torch from oversubscribing when tests run beside other work.
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# One torch and one BLAS thread per test process: the models here are tiny, and on a
+# 2-core machine shared with anything else, two threads per process stall on barriers
+# (measured 5-40x slower). Subprocess tests set their own threads.
+torch.set_num_threads(1)
+threadpool_limits(1)
 
 
 class CliResult:

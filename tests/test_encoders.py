@@ -12,15 +12,6 @@ from djepa_bench.errors import UserError
 TINY = ["model.size=nano", "model.depth=2", "model.embed_dim=32", "model.num_heads=2"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a shared 2-core box, 2 threads per process stall on barriers."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def write_tiny_run(run_dir, method="djepa", seed=3):
     """A run directory holding a tiny djepa-bench checkpoint (CONTRACT.md layout)."""
     from djepa_bench.models import build_encoder

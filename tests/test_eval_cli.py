@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from test_encoders import write_tiny_run
 
 from djepa_bench.records import read_records
@@ -13,15 +12,8 @@ from djepa_bench.records import read_records
 
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path, monkeypatch):
-    """A private cache folder and one torch thread (the box has 2 shared cores)."""
+    """A private cache folder per test."""
     monkeypatch.setenv("DJEPA_CACHE_DIR", str(tmp_path / "cache"))
-    from threadpoolctl import threadpool_limits
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(before)
 
 
 FAST = ["--set", "eval.linear.epochs=5", "--set", "eval.lowshot.trials=2",

@@ -11,18 +11,6 @@ from djepa_bench.knn import KnnClassifier, faiss_available, knn_classify, topk_c
 BACKENDS = ["torch"] + (["faiss"] if faiss_available() else [])
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One BLAS/torch thread: on a shared 2-core box, 2 threads per process stall on barriers."""
-    from threadpoolctl import threadpool_limits
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(before)
-
-
 def _data(seed=0, n=600, m=150, dim=24, classes=7):
     rng = np.random.default_rng(seed)
     bank = rng.standard_normal((n, dim)).astype(np.float32)

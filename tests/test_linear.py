@@ -17,18 +17,6 @@ from djepa_bench.linear_probe import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One BLAS/torch thread: on a shared 2-core box, 2 threads per process stall on barriers."""
-    from threadpoolctl import threadpool_limits
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(before)
-
-
 def _separable(n=600, dim=16, classes=4, seed=0):
     gen = torch.Generator().manual_seed(seed)
     labels = torch.randint(0, classes, (n,), generator=gen)

@@ -13,19 +13,6 @@ from eval_protocols.base import build_context
 from eval_protocols.lowshot import draw_percent, draw_shots, fit_logreg
 from eval_protocols.lowshot import run as run_lowshot
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One BLAS/torch thread: on a shared 2-core box, 2 threads per process stall on barriers."""
-    from threadpoolctl import threadpool_limits
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(before)
-
-
 LABELS = torch.arange(5).repeat_interleave(30)  # 5 classes x 30 images
 
 
