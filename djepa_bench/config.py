@@ -28,6 +28,7 @@ class ModelConfig:
     predictor_depth: int = 4
     predictor_heads: int = 4
     drop_path: float = 0.0
+    pos_embed_scale: float = 1.0  # factor on the encoder's fixed sin-cos position embedding
 
 
 @dataclass
