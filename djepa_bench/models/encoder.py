@@ -44,6 +44,7 @@ class VisionEncoder(nn.Module):
         num_heads: int,
         mlp_ratio: float = 4.0,
         drop_path: float = 0.0,
+        pos_embed_scale: float = 1.0,
     ):
         super().__init__()
         self.img_size = img_size
@@ -56,7 +57,9 @@ class VisionEncoder(nn.Module):
         self.grid_size = img_size // patch_size
         self.num_patches = self.grid_size**2
         self.register_buffer(
-            "pos_embed", sincos_pos_embed(self.grid_size, embed_dim), persistent=False
+            "pos_embed",
+            pos_embed_scale * sincos_pos_embed(self.grid_size, embed_dim),
+            persistent=False,
         )
         rates = torch.linspace(0, drop_path, depth).tolist()
         self.blocks = nn.ModuleList(
@@ -132,6 +135,7 @@ def build_encoder(model_cfg: ModelConfig, img_size: int, in_chans: int) -> Visio
         depth=depth,
         num_heads=heads,
         drop_path=model_cfg.drop_path,
+        pos_embed_scale=model_cfg.pos_embed_scale,
     )
 
 
