@@ -22,15 +22,6 @@ from train.optim import param_groups
 from train.schedules import Schedules
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny models run faster on one thread, and far faster when the cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_djepa_with_lambda_zero_gives_the_ijepa_loss_on_the_same_batch_and_masks():
     cfg = quick_config(method="djepa", diffusion__lambda_diff=0.0)
     torch.manual_seed(0)
@@ -216,6 +207,9 @@ def test_cli_train_tiny_run_and_errors(run_cli, tmp_path):
     assert bad.code == 2 and "optim.lr" in bad.err
     bad_method = run_cli("train", "--preset", "demo", "--method", "mae", "--out", tmp_path / "y")
     assert bad_method.code == 2 and "ijepa or djepa" in bad_method.err
+    empty = tmp_path / "empty"
+    nothing = run_cli("train", "--out", empty, "--resume")
+    assert nothing.code == 2 and "nothing to resume" in nothing.err and not empty.exists()
 
 
 def test_every_preset_resolves():
