@@ -47,6 +47,10 @@ def test_demo_trains_evaluates_every_protocol_and_reports(run_cli, tmp_path):
     assert (out / "runs" / "djepa-s0" / "results" / "knn.jsonl").read_text() == records_before
     knn = [json.loads(line) for line in records_before.splitlines()]
     assert {r["params"]["k"] for r in knn} == {10, 20, 100, 200}
+    # --eval-set wins over the demo's quick evaluation set (severities 1,3,5).
+    robustness = (out / "runs" / "djepa-s0" / "results" / "robustness.jsonl").read_text()
+    severities = {json.loads(line)["params"].get("severity") for line in robustness.splitlines()}
+    assert severities - {None} == {0, 1, 5}  # None: the summary records
 
 
 def test_demo_rejects_a_file_as_out(run_cli, tmp_path):
