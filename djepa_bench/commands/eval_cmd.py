@@ -39,16 +39,6 @@ def _flag_overrides(**pairs: Any) -> list[str]:
     ]
 
 
-def _int_list(text: str | None, flag: str) -> list[int] | None:
-    """'1,3,5' -> [1, 3, 5]; a one-line error for anything else."""
-    if text is None:
-        return None
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise UserError(f"{flag} expects integers separated by commas, e.g. 1,3,5") from None
-
-
 def _resolve_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -210,6 +200,7 @@ def eval_command(
     """Evaluate frozen features with kNN, linear, low-shot (and other) protocols."""
     from djepa_bench.encoders import load_subject
     from eval_protocols.base import build_context
+    from eval_protocols.corruptions.core import resolve_severities
 
     names = _protocol_names(protocol)
     if model is not None and out is None:
@@ -222,7 +213,7 @@ def eval_command(
             "eval.encoder": encoder, "eval.pool": pool, "eval.device": device,
             "eval.cache": False if no_cache else None,
             "eval.robustness.corruptions": corruptions,
-            "eval.robustness.severities": _int_list(severities, "--severities"),
+            "eval.robustness.severities": resolve_severities(severities) if severities else None,
             "eval.robustness.baseline": str(baseline) if baseline else None,
         }
     )  # fmt: skip

@@ -47,12 +47,12 @@ def _resolve_config(
     preset: str | None, config_file: Path | None, overrides: list[str], out: Path, resume: bool
 ) -> Config:
     saved = out / "config.yaml"
-    if resume and not saved.is_file() and not preset and not config_file:
-        raise UserError(
-            f"nothing to resume in {out} (no config.yaml); check --out, or start a run with"
-            " --preset/--config"
-        )
-    if resume and saved.is_file() and not preset and not config_file:
+    if resume and not preset and not config_file:
+        if not saved.is_file():
+            raise UserError(
+                f"nothing to resume in {out} (no config.yaml); check --out, or start a run with"
+                " --preset/--config"
+            )
         data = apply_overrides(load_yaml(saved), overrides)
         return config_from_dict(merge(to_dict(Config()), data))
     return build_config(preset, config_file, overrides)
