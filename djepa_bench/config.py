@@ -60,6 +60,19 @@ class DiffusionConfig:
 
 
 @dataclass
+class RegularizerConfig:
+    """Optional anti-collapse terms on the context encoder (VICReg's, as in C-JEPA); 0: off.
+
+    Both act on the batch of average-pooled context-encoder features: `variance` weighs
+    mean(relu(1 - std)) per feature dimension, `covariance` the sum of squared off-diagonal
+    covariances divided by the width. They are added to the loss of either method.
+    """
+
+    variance: float = 0.0
+    covariance: float = 0.0
+
+
+@dataclass
 class OptimConfig:
     """Optimiser and schedules."""
 
@@ -214,6 +227,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     mask: MaskConfig = field(default_factory=MaskConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    regularizer: RegularizerConfig = field(default_factory=RegularizerConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -17,7 +17,7 @@ from djepa_bench.masks import MultiBlockMasker
 from djepa_bench.models import build_encoder, build_predictor, build_schedule
 from train.api import TrainingDiverged, TrainingStopped, quick_config, train_run
 from train.loop import Trainer
-from train.objectives import JepaModel, compute_losses
+from train.objectives import JepaModel, compute_losses, pool_context, variance_covariance
 from train.optim import param_groups
 from train.schedules import Schedules
 
@@ -46,6 +46,57 @@ def test_djepa_with_lambda_zero_gives_the_ijepa_loss_on_the_same_batch_and_masks
     cfg_on = quick_config(method="djepa", diffusion__lambda_diff=1.0)
     loss_on = compute_losses(djepa, target, schedule, images, masks, cfg_on, torch.Generator())
     assert loss_on.loss > loss_i.loss + 1e-3
+
+
+def test_variance_covariance_terms_penalise_collapse_and_correlation():
+    gen = torch.Generator().manual_seed(0)
+    spread = 1.5 * torch.randn(4096, 8, generator=gen)
+    variance, covariance = variance_covariance(spread)
+    assert variance == 0 and covariance < 0.05  # std 1.5 > 1, independent dimensions
+    variance, _ = variance_covariance(torch.ones(64, 8))
+    assert variance == pytest.approx(0.99, abs=1e-3)  # collapsed: std ~0 everywhere
+    column = torch.randn(4096, 1, generator=gen)
+    _, covariance = variance_covariance(column.repeat(1, 8))
+    assert covariance == pytest.approx(7.0, rel=0.1)  # 8*7 off-diagonal entries of ~1, / 8
+
+
+def test_pooled_context_ignores_padding():
+    z = torch.tensor([[[1.0], [3.0], [100.0]]])
+    assert pool_context(z, torch.tensor([[True, True, False]])).item() == 2.0
+    assert pool_context(z, None).item() == pytest.approx(104.0 / 3)
+
+
+@pytest.mark.parametrize("method", ["ijepa", "djepa"])
+def test_regularizer_adds_its_weighted_terms_and_trains_the_context_encoder(method):
+    torch.manual_seed(0)
+    cfg_off = quick_config(method=method)
+    cfg_on = quick_config(method=method, regularizer__variance=2.0, regularizer__covariance=0.5)
+    encoder = build_encoder(cfg_on.model, 16, 3)
+    target = build_encoder(cfg_on.model, 16, 3)
+    model = JepaModel(encoder, build_predictor(cfg_on.model, encoder, method))
+    schedule = build_schedule(cfg_on.diffusion) if method == "djepa" else None
+    images = torch.randn(8, 3, 16, 16)
+    masks = MultiBlockMasker(4, cfg_on.mask)(8, torch.Generator().manual_seed(1))
+    off = compute_losses(model, target, schedule, images, masks, cfg_off, torch.Generator())
+    on = compute_losses(model, target, schedule, images, masks, cfg_on, torch.Generator())
+    assert off.loss_reg == 0 and on.loss_reg > 0
+    torch.testing.assert_close(on.loss_jepa, off.loss_jepa)
+    context = pool_context(
+        encoder(images, masks.context_idx, masks.context_valid), masks.context_valid
+    )
+    variance, covariance = variance_covariance(context)
+    torch.testing.assert_close(on.loss_reg, 2.0 * variance + 0.5 * covariance)
+    torch.testing.assert_close(on.loss, off.loss + on.loss_reg)
+    model.zero_grad()
+    (on.loss - off.loss).backward()  # only the regulariser's gradient is left
+    assert encoder.patch_embed.proj.weight.grad.abs().sum() > 0
+
+
+def test_negative_regularizer_weight_is_a_one_line_error(tmp_path):
+    cfg = quick_config(regularizer__variance=-1.0)
+    with pytest.raises(UserError, match="regularizer.variance must be >= 0"):
+        train_run(cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
 
 def test_schedules_warmup_cosine_and_ramps():
@@ -94,8 +145,9 @@ def test_run_directory_and_checkpoint_format(finished_run):
     steps = [r for r in rows if r["kind"] == "step"]
     epochs = [r for r in rows if r["kind"] == "epoch"]
     assert [r["epoch"] for r in epochs] == [1, 2]
-    for key in ("loss", "loss_jepa", "loss_diff", "lr", "wd", "ema", "grad_norm", "images_per_s"):
+    for key in ("loss", "loss_jepa", "loss_diff", "loss_reg", "lr", "wd", "ema", "grad_norm"):
         assert key in steps[0]
+    assert "images_per_s" in steps[0] and steps[-1]["loss_reg"] == 0  # off by default
     assert steps[-1]["step"] == 30 and steps[-1]["loss_diff"] > 0
     for key in ("knn_top1", "rankme", "feature_std_mean", "feature_std_min"):
         assert key in epochs[-1]

@@ -177,6 +177,9 @@ class Trainer:
             config = merge_resume_config(config_from_dict(self.resumed_from["config"]), config)
         if config.train.method not in METHODS:
             raise UserError(f"unknown method '{config.train.method}'; use ijepa or djepa")
+        for name in ("variance", "covariance"):
+            if getattr(config.regularizer, name) < 0:
+                raise UserError(f"regularizer.{name} must be >= 0 (0 turns it off)")
         self.cfg = config
         self.device = info.device
         self._load_data()
@@ -472,7 +475,7 @@ class Trainer:
         cfg, info = self.cfg, self.info
         spe = self.steps_per_epoch
         sync_every = 1 if self.check_every_step else max(1, min(10, cfg.train.log_every))
-        sums = torch.zeros(3, device=self.device)
+        sums = torch.zeros(4, device=self.device)
         interval_steps, interval_start = 0, time.perf_counter()
         while self.step < self.total_steps:
             epoch = self.step // spe
@@ -495,7 +498,9 @@ class Trainer:
                 step = self.step
                 parts, grad_norm = self.train_step(images, step)
                 self.step = step + 1
-                sums += torch.stack([parts.loss.detach(), parts.loss_jepa, parts.loss_diff])
+                sums += torch.stack(
+                    [parts.loss.detach(), parts.loss_jepa, parts.loss_diff, parts.loss_reg]
+                )
                 interval_steps += 1
                 if self.step % sync_every == 0 or self.step % spe == 0:
                     stop = any_rank(flag.name is not None, info)
@@ -519,6 +524,7 @@ class Trainer:
                             "loss": means[0],
                             "loss_jepa": means[1],
                             "loss_diff": means[2],
+                            "loss_reg": means[3],
                             "lr": values.lr,
                             "wd": values.wd,
                             "ema": values.ema,

@@ -3,6 +3,8 @@
 Targets are layer-normed (no affine) target-encoder tokens at each target block. D-JEPA
 noises them, z_t = sqrt(abar_t) z + sqrt(1 - abar_t) eps with t ~ U{0..T-1} per target
 block (and per draw), and the predictor estimates z from z_t, the context and t.
+Either method can add VICReg's variance/covariance terms on the pooled context features
+(`regularizer.*`, off by default), the anti-collapse term of C-JEPA.
 """
 
 from __future__ import annotations
@@ -33,10 +35,10 @@ class JepaModel(nn.Module):
 
     def forward(
         self, images: torch.Tensor, masks: MaskBatch, noisy: NoisyTargets | None = None
-    ) -> PredictorOutput:
+    ) -> JepaOutput:
         """Encode the context tokens and predict every target block (and noisy draw)."""
         z_ctx = self.context_encoder(images, masks.context_idx, masks.context_valid)
-        return self.predictor(
+        prediction = self.predictor(
             z_ctx,
             masks.context_idx,
             masks.context_valid,
@@ -45,6 +47,23 @@ class JepaModel(nn.Module):
             noisy=None if noisy is None else noisy.noisy,
             noise_level=None if noisy is None else noisy.level,
         )
+        return JepaOutput(prediction, pool_context(z_ctx, masks.context_valid))
+
+
+def pool_context(z_ctx: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """Average of each image's real (not padding) context tokens: (B, L, D) -> (B, D)."""
+    if valid is None:
+        return z_ctx.mean(1)
+    weight = valid.to(z_ctx.dtype).unsqueeze(-1)
+    return (z_ctx * weight).sum(1) / weight.sum(1).clamp(min=1)
+
+
+@dataclass
+class JepaOutput:
+    """What the trainable model returns: the predictions and the pooled context features."""
+
+    prediction: PredictorOutput
+    context: torch.Tensor  # (B, D_encoder)
 
 
 @dataclass
@@ -60,11 +79,12 @@ class NoisyTargets:
 
 @dataclass
 class LossParts:
-    """The total loss and its two parts (scalars; loss_diff is 0 for I-JEPA)."""
+    """The total loss and its parts (scalars; loss_diff is 0 for I-JEPA, loss_reg when off)."""
 
     loss: torch.Tensor
     loss_jepa: torch.Tensor
     loss_diff: torch.Tensor
+    loss_reg: torch.Tensor
 
 
 @torch.no_grad()
@@ -123,6 +143,28 @@ def diffusion_loss(predicted: torch.Tensor, noisy: NoisyTargets, kind: str) -> t
     return per_group.mean()
 
 
+def variance_covariance(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """VICReg's terms for (N, D) features: mean hinge of per-dimension std below 1, and the
+    sum of squared off-diagonal covariances divided by D."""
+    x = features.float()
+    x = x - x.mean(0)
+    std = torch.sqrt(x.var(0) + 1e-4)
+    variance = F.relu(1.0 - std).mean()
+    n, d = x.shape
+    cov = (x.T @ x) / max(n - 1, 1)
+    off_diagonal = cov - torch.diag_embed(torch.diagonal(cov))
+    return variance, off_diagonal.pow(2).sum() / d
+
+
+def regularizer_loss(context: torch.Tensor, cfg: Config) -> torch.Tensor:
+    """Weighted variance + covariance terms on the pooled context features (0 when off)."""
+    reg = cfg.regularizer
+    if reg.variance == 0 and reg.covariance == 0:
+        return torch.zeros((), device=context.device)
+    variance, covariance = variance_covariance(context)
+    return reg.variance * variance + reg.covariance * covariance
+
+
 def compute_losses(
     model: nn.Module,
     target_encoder: VisionEncoder,
@@ -141,9 +183,11 @@ def compute_losses(
             schedule, targets, masks.target_idx, d.noise_draws, generator, d.min_snr_gamma
         )
     out = model(images, masks, noisy)
-    loss_jepa = jepa_loss(out.masked, targets, cfg.optim.jepa_loss)
-    if noisy is None:
-        return LossParts(loss_jepa, loss_jepa.detach(), torch.zeros((), device=images.device))
-    loss_diff = diffusion_loss(out.denoised, noisy, cfg.diffusion.loss)
-    loss = loss_jepa + cfg.diffusion.lambda_diff * loss_diff
-    return LossParts(loss, loss_jepa.detach(), loss_diff.detach())
+    loss_jepa = jepa_loss(out.prediction.masked, targets, cfg.optim.jepa_loss)
+    loss_reg = regularizer_loss(out.context, cfg)
+    loss = loss_jepa + loss_reg
+    loss_diff = torch.zeros((), device=images.device)
+    if noisy is not None:
+        loss_diff = diffusion_loss(out.prediction.denoised, noisy, cfg.diffusion.loss)
+        loss = loss + cfg.diffusion.lambda_diff * loss_diff
+    return LossParts(loss, loss_jepa.detach(), loss_diff.detach(), loss_reg.detach())
