@@ -47,7 +47,7 @@ class JepaModel(nn.Module):
             noisy=None if noisy is None else noisy.noisy,
             noise_level=None if noisy is None else noisy.level,
         )
-        return JepaOutput(prediction, pool_context(z_ctx, masks.context_valid))
+        return JepaOutput(prediction, z_ctx, masks.context_valid)
 
 
 def pool_context(z_ctx: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
@@ -60,10 +60,11 @@ def pool_context(z_ctx: torch.Tensor, valid: torch.Tensor | None) -> torch.Tenso
 
 @dataclass
 class JepaOutput:
-    """What the trainable model returns: the predictions and the pooled context features."""
+    """What the trainable model returns: the predictions and the context-encoder tokens."""
 
     prediction: PredictorOutput
-    context: torch.Tensor  # (B, D_encoder)
+    context: torch.Tensor  # (B, L, D_encoder)
+    context_valid: torch.Tensor | None  # (B, L) bool, False at padding; None: all real
 
 
 @dataclass
@@ -156,12 +157,12 @@ def variance_covariance(features: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     return variance, off_diagonal.pow(2).sum() / d
 
 
-def regularizer_loss(context: torch.Tensor, cfg: Config) -> torch.Tensor:
+def regularizer_loss(out: JepaOutput, cfg: Config) -> torch.Tensor:
     """Weighted variance + covariance terms on the pooled context features (0 when off)."""
     reg = cfg.regularizer
     if reg.variance == 0 and reg.covariance == 0:
-        return torch.zeros((), device=context.device)
-    variance, covariance = variance_covariance(context)
+        return torch.zeros((), device=out.context.device)
+    variance, covariance = variance_covariance(pool_context(out.context, out.context_valid))
     return reg.variance * variance + reg.covariance * covariance
 
 
@@ -184,7 +185,7 @@ def compute_losses(
         )
     out = model(images, masks, noisy)
     loss_jepa = jepa_loss(out.prediction.masked, targets, cfg.optim.jepa_loss)
-    loss_reg = regularizer_loss(out.context, cfg)
+    loss_reg = regularizer_loss(out, cfg)
     loss = loss_jepa + loss_reg
     loss_diff = torch.zeros((), device=images.device)
     if noisy is not None:
