@@ -94,6 +94,13 @@ def _write(report: Report, path: Path, text: str) -> None:
     report.files.append(path)
 
 
+def _remove_stale_deltas(tables: Path, keep: str | None) -> None:
+    """Delete delta tables left by a report with another (or no) baseline: they mislead."""
+    for path in tables.glob("delta_vs_*"):
+        if path.suffix in (".csv", ".tex") and path.stem != keep:
+            path.unlink()
+
+
 def build_report(
     inputs: Sequence[str],
     out: str | Path,
@@ -130,6 +137,7 @@ def build_report(
 
     tables = out / "tables"
     base_name = f"delta_vs_{baseline}" if baseline else None
+    _remove_stale_deltas(tables, keep=base_name if base_name and not deltas.empty else None)
     if "csv" in formats:
         _write(report, tables / "headline.csv", render.to_csv(headline))
         if base_name:

@@ -288,6 +288,28 @@ def test_absent_records_skip_their_figures(tmp_path, run_cli):
     assert "skipped figures:" in result.out
 
 
+def test_rebuild_with_another_baseline_removes_old_delta_tables(tmp_path, run_cli):
+    root = tmp_path / "runs"
+    write_run(root, "i0", "ijepa", 0, full=False, config=False)
+    write_run(root, "d0", "djepa", 0, full=False, config=False)
+    tables = tmp_path / "out" / "tables"
+    assert run_cli("report", str(root / "*"), "--out", tmp_path / "out").code == 0
+    assert (tables / "delta_vs_ijepa.csv").is_file()
+    assert (
+        run_cli("report", str(root / "*"), "--out", tmp_path / "out", "--baseline", "djepa").code
+        == 0
+    )
+    assert sorted(p.name for p in tables.glob("delta_vs_*")) == [
+        "delta_vs_djepa.csv",
+        "delta_vs_djepa.tex",
+    ]
+    assert (
+        run_cli("report", str(root / "*"), "--out", tmp_path / "out", "--baseline", "none").code
+        == 0
+    )
+    assert not list(tables.glob("delta_vs_*")) and (tables / "headline.csv").is_file()
+
+
 def test_group_by_config_field_and_dataset(tmp_path, run_cli):
     root = tmp_path / "runs"
     for size in ("nano", "tiny"):
