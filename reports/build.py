@@ -12,7 +12,7 @@ from djepa_bench.errors import UserError
 from djepa_bench.io import atomic_write_text
 from reports import figures, render, summary
 from reports.collect import load_collection
-from reports.groups import Grouping, attach_groups, method_label
+from reports.groups import FLOOR_METHODS, Grouping, attach_groups, method_label
 from reports.tables import delta_table, headline_table, present_columns, run_values, runs_table
 
 FORMATS = ("md", "tex", "csv")
@@ -174,6 +174,14 @@ def build_report(
     return report
 
 
+def _run_count(runs: pd.DataFrame) -> str:
+    """'4 run(s)', or '6 run(s) (4 trained, 2 floors)' when raw-pixel/random rows are among them."""
+    floors = int(runs["method"].astype(str).str.partition(":")[0].isin(FLOOR_METHODS).sum())
+    if not floors:
+        return f"{len(runs)} run(s)"
+    return f"{len(runs)} run(s) ({len(runs) - floors} trained, {floors} floor{'s' * (floors > 1)})"
+
+
 def _markdown(
     report: Report,
     grouping: Grouping,
@@ -190,7 +198,8 @@ def _markdown(
     lines = [
         "# D-JEPA benchmark report",
         "",
-        f"{len(runs)} run(s) on {', '.join(datasets) or 'unknown data'}"
+        _run_count(runs)
+        + f" on {', '.join(datasets) or 'unknown data'}"
         + (f", grouped by method and {', '.join(grouping.group_by)}" if grouping.group_by else "")
         + (f"; baseline: {base}." if base else "; no baseline."),
         f"Seeds per row: {summary.seeds_sentence(headline, grouping)}.",

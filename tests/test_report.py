@@ -236,6 +236,10 @@ def test_outputs_and_records_csv(built, study):
     )
     md = (out / "report.md").read_text()
     assert "I-JEPA: 3 seeds" in md and "raw pixels: 1 seed" in md
+    floors = sum(
+        m in ("pixels", "random") for m in pd.read_csv(out / "tables" / "runs.csv")["method"]
+    )
+    assert floors >= 1 and f"trained, {floors} floor" in md.splitlines()[2]
     assert "Every trained row is above the raw pixels floor (16 of 16" in md
     assert "20" not in md.split("\n")[0]  # no timestamp in the title line
     for name in ("headline.csv", "headline.tex", "delta_vs_ijepa.csv", "delta_vs_ijepa.tex",
