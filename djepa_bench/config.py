@@ -66,10 +66,15 @@ class RegularizerConfig:
     Both act on the batch of average-pooled context-encoder features: `variance` weighs
     mean(relu(1 - std)) per feature dimension, `covariance` the sum of squared off-diagonal
     covariances divided by the width. They are added to the loss of either method.
+    `projector_dim` > 0 puts VICReg's expander (Linear-BatchNorm-ReLU-Linear to that width)
+    between the pooled features and the terms, so they shape the encoder without whitening
+    its features directly; it is trained and checkpointed, never evaluated, and only built
+    when a weight is non-zero.
     """
 
     variance: float = 0.0
     covariance: float = 0.0
+    projector_dim: int = 0
 
 
 @dataclass

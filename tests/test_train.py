@@ -17,7 +17,13 @@ from djepa_bench.masks import MultiBlockMasker
 from djepa_bench.models import build_encoder, build_predictor, build_schedule
 from train.api import TrainingDiverged, TrainingStopped, quick_config, train_run
 from train.loop import Trainer
-from train.objectives import JepaModel, compute_losses, pool_context, variance_covariance
+from train.objectives import (
+    JepaModel,
+    build_projector,
+    compute_losses,
+    pool_context,
+    variance_covariance,
+)
 from train.optim import param_groups
 from train.schedules import Schedules
 
@@ -92,10 +98,50 @@ def test_regularizer_adds_its_weighted_terms_and_trains_the_context_encoder(meth
     assert encoder.patch_embed.proj.weight.grad.abs().sum() > 0
 
 
+def test_projector_carries_the_terms_and_is_trained(tmp_path):
+    torch.manual_seed(0)
+    cfg = quick_config(
+        train__monitor=False,
+        regularizer__variance=1.0,
+        regularizer__covariance=0.5,
+        regularizer__projector_dim=24,
+    )
+    encoder = build_encoder(cfg.model, 16, 3)
+    target = build_encoder(cfg.model, 16, 3)
+    projector = build_projector(encoder.embed_dim, 24)
+    model = JepaModel(encoder, build_predictor(cfg.model, encoder, "djepa"), projector)
+    images = torch.randn(8, 3, 16, 16)
+    masks = MultiBlockMasker(4, cfg.mask)(8, torch.Generator().manual_seed(1))
+    parts = compute_losses(
+        model, target, build_schedule(cfg.diffusion), images, masks, cfg, torch.Generator()
+    )
+    pooled = pool_context(
+        encoder(images, masks.context_idx, masks.context_valid), masks.context_valid
+    )
+    projected = projector(pooled)
+    assert projected.shape == (8, 24)
+    variance, covariance = variance_covariance(projected)
+    torch.testing.assert_close(parts.loss_reg, 1.0 * variance + 0.5 * covariance)
+    assert not torch.allclose(variance, variance_covariance(pooled)[0])
+    parts.loss.backward()
+    assert projector[0].weight.grad.abs().sum() > 0
+    assert encoder.patch_embed.proj.weight.grad.abs().sum() > 0
+
+    run = train_run(cfg, tmp_path / "run")
+    ckpt = safe_torch_load(run / "checkpoint.pt")
+    assert ckpt["projector"]["0.weight"].shape == (24, encoder.embed_dim)
+    off = quick_config(
+        train__monitor=False, regularizer__projector_dim=24
+    )  # weights 0: no projector is built
+    assert "projector" not in safe_torch_load(train_run(off, tmp_path / "off") / "checkpoint.pt")
+
+
 def test_negative_regularizer_weight_is_a_one_line_error(tmp_path):
     cfg = quick_config(regularizer__variance=-1.0)
     with pytest.raises(UserError, match="regularizer.variance must be >= 0"):
         train_run(cfg, tmp_path / "run")
+    with pytest.raises(UserError, match="regularizer.projector_dim must be >= 0"):
+        train_run(quick_config(regularizer__projector_dim=-8), tmp_path / "run")
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
 
@@ -183,13 +229,27 @@ def weights(run):
     ckpt = safe_torch_load(run / "checkpoint.pt")
     return {
         f"{part}.{k}": v
-        for part in ("context_encoder", "target_encoder", "predictor")
-        for k, v in ckpt[part].items()
+        for part in ("context_encoder", "target_encoder", "predictor", "projector")
+        for k, v in ckpt.get(part, {}).items()
     }
 
 
-def test_sigterm_writes_checkpoint_and_resume_matches_uninterrupted_run(tmp_path, monkeypatch):
-    cfg = quick_config(method="djepa", train__epochs=2, train__monitor=False)
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {
+            "regularizer__variance": 1.0,
+            "regularizer__covariance": 0.1,
+            "regularizer__projector_dim": 16,
+        },
+    ],
+    ids=["plain", "projector"],
+)
+def test_sigterm_writes_checkpoint_and_resume_matches_uninterrupted_run(
+    tmp_path, monkeypatch, extra
+):
+    cfg = quick_config(method="djepa", train__epochs=2, train__monitor=False, **extra)
     full = train_run(cfg, tmp_path / "full")
     original_step = Trainer.train_step
 

@@ -46,7 +46,7 @@ from train.distributed import (
     setup_distributed,
 )
 from train.monitor import Monitor
-from train.objectives import JepaModel, LossParts, compute_losses
+from train.objectives import JepaModel, LossParts, build_projector, compute_losses
 from train.optim import build_optimizer, ema_update, set_lr_wd
 from train.rundir import (
     LOG_NAME,
@@ -180,6 +180,8 @@ class Trainer:
         for name in ("variance", "covariance"):
             if getattr(config.regularizer, name) < 0:
                 raise UserError(f"regularizer.{name} must be >= 0 (0 turns it off)")
+        if config.regularizer.projector_dim < 0:
+            raise UserError("regularizer.projector_dim must be >= 0 (0: no projector)")
         self.cfg = config
         self.device = info.device
         self._load_data()
@@ -240,7 +242,11 @@ class Trainer:
         self.target_encoder = copy.deepcopy(encoder).to(self.device)
         for param in self.target_encoder.parameters():
             param.requires_grad_(False)
-        self.model = JepaModel(encoder, predictor).to(self.device)
+        reg = cfg.regularizer
+        projector = None
+        if reg.projector_dim > 0 and (reg.variance > 0 or reg.covariance > 0):
+            projector = build_projector(encoder.embed_dim, reg.projector_dim)
+        self.model = JepaModel(encoder, predictor, projector).to(self.device)
         self.optimizer = build_optimizer(self.model, cfg.optim, self.device)
         self.schedules = Schedules(cfg.optim, self.total_steps, self.steps_per_epoch)
         self.diffusion = build_schedule(cfg.diffusion) if cfg.train.method == "djepa" else None
@@ -272,6 +278,8 @@ class Trainer:
         self.model.context_encoder.load_state_dict(ckpt["context_encoder"])
         self.model.predictor.load_state_dict(ckpt["predictor"])
         self.target_encoder.load_state_dict(ckpt["target_encoder"])
+        if self.model.projector is not None:
+            self.model.projector.load_state_dict(ckpt["projector"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.step = int(ckpt["step"])
         self.elapsed_before = float(state.get("elapsed_s", 0.0))
@@ -289,6 +297,10 @@ class Trainer:
             "std": list(split.std),
         }
 
+    def _projector_state(self) -> dict[str, Any]:
+        projector = self.model.projector
+        return {} if projector is None else {"projector": clean_state_dict(projector.state_dict())}
+
     def checkpoint_state(self) -> dict[str, Any]:
         cfg = self.cfg
         return {
@@ -303,6 +315,7 @@ class Trainer:
             "context_encoder": clean_state_dict(self.model.context_encoder.state_dict()),
             "target_encoder": clean_state_dict(self.target_encoder.state_dict()),
             "predictor": clean_state_dict(self.model.predictor.state_dict()),
+            **self._projector_state(),
             "optimizer": self.optimizer.state_dict(),
             "rng": {
                 "scheme": "derived per (seed, rank, step); torch_cpu is informational",

@@ -28,10 +28,16 @@ LOSSES = ("smooth_l1", "mse")
 class JepaModel(nn.Module):
     """The trainable part: context encoder and predictor (what DDP wraps and AdamW updates)."""
 
-    def __init__(self, context_encoder: VisionEncoder, predictor: nn.Module):
+    def __init__(
+        self,
+        context_encoder: VisionEncoder,
+        predictor: nn.Module,
+        projector: nn.Module | None = None,
+    ):
         super().__init__()
         self.context_encoder = context_encoder
         self.predictor = predictor
+        self.projector = projector
 
     def forward(
         self, images: torch.Tensor, masks: MaskBatch, noisy: NoisyTargets | None = None
@@ -47,7 +53,17 @@ class JepaModel(nn.Module):
             noisy=None if noisy is None else noisy.noisy,
             noise_level=None if noisy is None else noisy.level,
         )
-        return JepaOutput(prediction, z_ctx, masks.context_valid)
+        projected = None
+        if self.projector is not None:
+            projected = self.projector(pool_context(z_ctx, masks.context_valid))
+        return JepaOutput(prediction, z_ctx, masks.context_valid, projected)
+
+
+def build_projector(encoder_dim: int, width: int) -> nn.Module:
+    """VICReg's expander for the anti-collapse terms: Linear-BatchNorm-ReLU-Linear to `width`."""
+    return nn.Sequential(
+        nn.Linear(encoder_dim, width), nn.BatchNorm1d(width), nn.ReLU(), nn.Linear(width, width)
+    )
 
 
 def pool_context(z_ctx: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
@@ -65,6 +81,7 @@ class JepaOutput:
     prediction: PredictorOutput
     context: torch.Tensor  # (B, L, D_encoder)
     context_valid: torch.Tensor | None  # (B, L) bool, False at padding; None: all real
+    projected: torch.Tensor | None = None  # (B, P): the projector's output, if there is one
 
 
 @dataclass
@@ -158,11 +175,15 @@ def variance_covariance(features: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
 
 
 def regularizer_loss(out: JepaOutput, cfg: Config) -> torch.Tensor:
-    """Weighted variance + covariance terms on the pooled context features (0 when off)."""
+    """Weighted variance + covariance terms on the pooled context features, or on their
+    projection when the model has a projector (0 when off)."""
     reg = cfg.regularizer
     if reg.variance == 0 and reg.covariance == 0:
         return torch.zeros((), device=out.context.device)
-    variance, covariance = variance_covariance(pool_context(out.context, out.context_valid))
+    features = out.projected
+    if features is None:
+        features = pool_context(out.context, out.context_valid)
+    variance, covariance = variance_covariance(features)
     return reg.variance * variance + reg.covariance * covariance
 
 
