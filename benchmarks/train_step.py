@@ -27,7 +27,7 @@ from djepa_bench.data import get_spec
 from djepa_bench.masks import MultiBlockMasker
 from djepa_bench.models import build_encoder, build_predictor, build_schedule
 from train.distributed import resolve_device
-from train.objectives import JepaModel, build_projector, compute_losses
+from train.objectives import JepaModel, compute_losses, projector_for
 from train.optim import build_optimizer, ema_update, set_lr_wd
 
 
@@ -39,10 +39,7 @@ class MethodStep:
         self.cfg.train.method = method
         torch.manual_seed(0)
         encoder = build_encoder(cfg.model, image_size, channels)
-        reg = cfg.regularizer
-        projector = None
-        if reg.projector_dim > 0 and (reg.variance > 0 or reg.covariance > 0):
-            projector = build_projector(encoder.embed_dim, reg.projector_dim)
+        projector = projector_for(cfg.regularizer, encoder.embed_dim)
         predictor = build_predictor(cfg.model, encoder, method)
         self.model = JepaModel(encoder, predictor, projector).to(device)
         self.target = copy.deepcopy(encoder).to(device).requires_grad_(False)

@@ -46,7 +46,7 @@ from train.distributed import (
     setup_distributed,
 )
 from train.monitor import Monitor
-from train.objectives import JepaModel, LossParts, build_projector, compute_losses
+from train.objectives import JepaModel, LossParts, compute_losses, projector_for
 from train.optim import build_optimizer, ema_update, set_lr_wd
 from train.rundir import (
     LOG_NAME,
@@ -242,10 +242,7 @@ class Trainer:
         self.target_encoder = copy.deepcopy(encoder).to(self.device)
         for param in self.target_encoder.parameters():
             param.requires_grad_(False)
-        reg = cfg.regularizer
-        projector = None
-        if reg.projector_dim > 0 and (reg.variance > 0 or reg.covariance > 0):
-            projector = build_projector(encoder.embed_dim, reg.projector_dim)
+        projector = projector_for(cfg.regularizer, encoder.embed_dim)
         self.model = JepaModel(encoder, predictor, projector).to(self.device)
         self.optimizer = build_optimizer(self.model, cfg.optim, self.device)
         self.schedules = Schedules(cfg.optim, self.total_steps, self.steps_per_epoch)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from djepa_bench.config import Config
+from djepa_bench.config import Config, RegularizerConfig
 from djepa_bench.errors import UserError
 from djepa_bench.masks import MaskBatch
 from djepa_bench.models import DiffusionSchedule, PredictorOutput, VisionEncoder
@@ -64,6 +64,13 @@ def build_projector(encoder_dim: int, width: int) -> nn.Module:
     return nn.Sequential(
         nn.Linear(encoder_dim, width), nn.BatchNorm1d(width), nn.ReLU(), nn.Linear(width, width)
     )
+
+
+def projector_for(cfg: RegularizerConfig, encoder_dim: int) -> nn.Module | None:
+    """The configured expander, or None when it is off or the terms it would feed are off."""
+    if cfg.projector_dim > 0 and (cfg.variance > 0 or cfg.covariance > 0):
+        return build_projector(encoder_dim, cfg.projector_dim)
+    return None
 
 
 def pool_context(z_ctx: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
