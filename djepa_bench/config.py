@@ -76,6 +76,11 @@ class RegularizerConfig:
     covariance: float = 0.0
     projector_dim: int = 0
 
+    @property
+    def enabled(self) -> bool:
+        """Whether either term has a weight (otherwise nothing is pooled, built or added)."""
+        return self.variance != 0 or self.covariance != 0
+
 
 @dataclass
 class OptimConfig:

@@ -12,7 +12,7 @@ from djepa_bench.errors import UserError
 from djepa_bench.io import atomic_write_text
 from reports import figures, render, summary
 from reports.collect import load_collection
-from reports.groups import FLOOR_METHODS, Grouping, attach_groups, method_label
+from reports.groups import Grouping, attach_groups, is_floor_method, method_label
 from reports.tables import delta_table, headline_table, present_columns, run_values, runs_table
 
 FORMATS = ("md", "tex", "csv")
@@ -176,7 +176,7 @@ def build_report(
 
 def _run_count(runs: pd.DataFrame) -> str:
     """'4 run(s)', or '6 run(s) (4 trained, 2 floors)' when raw-pixel/random rows are among them."""
-    floors = int(runs["method"].astype(str).str.partition(":")[0].isin(FLOOR_METHODS).sum())
+    floors = int(runs["method"].astype(str).map(is_floor_method).sum())
     if not floors:
         return f"{len(runs)} run(s)"
     return f"{len(runs)} run(s) ({len(runs) - floors} trained, {floors} floor{'s' * (floors > 1)})"

@@ -11,6 +11,13 @@ from djepa_bench.errors import UserError
 from reports.collect import MISSING, Collection
 
 FLOOR_METHODS = ("pixels", "random")
+
+
+def is_floor_method(method: str) -> bool:
+    """Whether a run's method (e.g. 'random' or 'pixels:raw') is a raw-pixel/random floor."""
+    return method.partition(":")[0] in FLOOR_METHODS
+
+
 METHOD_LABELS = {
     "ijepa": "I-JEPA",
     "djepa": "D-JEPA",
@@ -74,7 +81,7 @@ class Grouping:
 
     def is_floor(self, key: Key) -> bool:
         """Raw-pixel and random-init rows: the floors every trained encoder should clear."""
-        return key[0].partition(":")[0] in FLOOR_METHODS
+        return is_floor_method(key[0])
 
     def columns(self, key: Key) -> dict[str, str]:
         """A key as table columns: method, then the group-by fields."""
@@ -146,7 +153,7 @@ def attach_groups(collection: Collection, group_by: list[str], baseline: str | N
 
     def order(key: Key) -> tuple:
         method = key[0]
-        floor = method.partition(":")[0] in FLOOR_METHODS
+        floor = is_floor_method(method)
         rank = 0 if method == baseline else 2 if floor else 1
         return (*key[1:], rank, method)
 

@@ -68,7 +68,7 @@ def build_projector(encoder_dim: int, width: int) -> nn.Module:
 
 def projector_for(cfg: RegularizerConfig, encoder_dim: int) -> nn.Module | None:
     """The configured expander, or None when it is off or the terms it would feed are off."""
-    if cfg.projector_dim > 0 and (cfg.variance > 0 or cfg.covariance > 0):
+    if cfg.projector_dim > 0 and cfg.enabled:
         return build_projector(encoder_dim, cfg.projector_dim)
     return None
 
@@ -185,7 +185,7 @@ def regularizer_loss(out: JepaOutput, cfg: Config) -> torch.Tensor:
     """Weighted variance + covariance terms on the pooled context features, or on their
     projection when the model has a projector (0 when off)."""
     reg = cfg.regularizer
-    if reg.variance == 0 and reg.covariance == 0:
+    if not reg.enabled:
         return torch.zeros((), device=out.context.device)
     features = out.projected
     if features is None:
