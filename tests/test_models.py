@@ -127,6 +127,25 @@ def test_adaln_zero_starts_unconditioned_then_depends_on_noise_level():
     assert not torch.allclose(low, high, atol=1e-4)
 
 
+def test_group_modulation_matches_per_token_adaln_and_spares_leading_tokens():
+    from djepa_bench.models.predictor import ModulatedBlock
+
+    torch.manual_seed(0)
+    block = ModulatedBlock(16, 2, 4.0, qkv_bias=True).eval()
+    x = torch.randn(2, 3 + 2 * 4, 16)  # 3 plain tokens, then 2 groups of 4
+    modulation = torch.randn(2, 2, 6 * 16) * 0.3
+    per_token = torch.cat(
+        [torch.zeros(2, 3, 6 * 16), modulation.repeat_interleave(4, dim=1)], dim=1
+    )
+    shift1, scale1, gate1, shift2, scale2, gate2 = per_token.chunk(6, dim=-1)
+    h = block.attn(block.norm1(x) * (1 + scale1) + shift1)
+    ref = x + h * (1 + gate1)
+    ref = ref + block.mlp(block.norm2(ref) * (1 + scale2) + shift2) * (1 + gate2)
+    out = block(x, modulation=modulation, start=3)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(out[:, 3:], block(x)[:, 3:], atol=1e-3)
+
+
 def test_bad_sizes_are_user_errors():
     with pytest.raises(UserError, match="model.size"):
         build_encoder(ModelConfig(size="huge"), 32, 3)

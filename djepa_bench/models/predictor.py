@@ -18,6 +18,7 @@ mask-token queries are never modulated.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -38,22 +39,37 @@ METHODS = ("ijepa", "djepa")
 
 
 class ModulatedBlock(Block):
-    """A timm Block whose normed inputs and residual branches can be modulated per token."""
+    """A timm Block whose trailing query groups can be modulated, one modulation per group."""
 
     def forward(
         self,
         x: torch.Tensor,
         attn_mask: torch.Tensor | None = None,
         modulation: torch.Tensor | None = None,
+        start: int = 0,
     ) -> torch.Tensor:
-        """modulation (B, L, 6D) = shift/scale/gate for attention then MLP; None: plain Block."""
+        """modulation (B, Q, 6D): shift/scale/gate for attention then MLP of the tokens
+        x[:, start:], which form Q groups of equal length; None: the plain Block."""
         if modulation is None:
             return super().forward(x, attn_mask=attn_mask)
-        shift1, scale1, gate1, shift2, scale2, gate2 = modulation.chunk(6, dim=-1)
-        h = self.norm1(x) * (1 + scale1) + shift1
-        x = x + self.drop_path1(self.ls1(self.attn(h, attn_mask=attn_mask)) * (1 + gate1))
-        h = self.norm2(x) * (1 + scale2) + shift2
-        return x + self.drop_path2(self.ls2(self.mlp(h)) * (1 + gate2))
+        # (B, Q, 1, D) each, broadcast over a group's tokens instead of repeated per token.
+        shift1, scale1, gate1, shift2, scale2, gate2 = modulation.unsqueeze(2).chunk(6, dim=-1)
+        groups = modulation.shape[1]
+        h = _on_groups(self.norm1(x), start, groups, lambda t: torch.addcmul(shift1, t, 1 + scale1))
+        attn = self.ls1(self.attn(h, attn_mask=attn_mask))
+        x = x + self.drop_path1(_on_groups(attn, start, groups, lambda t: t * (1 + gate1)))
+        h = _on_groups(self.norm2(x), start, groups, lambda t: torch.addcmul(shift2, t, 1 + scale2))
+        mlp = self.ls2(self.mlp(h))
+        return x + self.drop_path2(_on_groups(mlp, start, groups, lambda t: t * (1 + gate2)))
+
+
+def _on_groups(
+    x: torch.Tensor, start: int, groups: int, fn: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """Apply fn to x[:, start:] viewed as (B, groups, T, D); tokens before start are unchanged."""
+    # split, not slicing: its backward concatenates instead of zero-filling a full gradient
+    head, tail = x.split([start, x.shape[1] - start], dim=1)
+    return torch.cat([head, fn(tail.unflatten(1, (groups, -1))).flatten(1, 2)], dim=1)
 
 
 class TimestepEmbedder(nn.Module):
@@ -156,7 +172,7 @@ class Predictor(nn.Module):
             flat = target_idx.reshape(batch, -1)
             parts.append(self.mask_token.to(z_ctx.dtype) + gather_tokens(pos, flat))
             groups.append(torch.arange(num_masked).repeat_interleave(tokens_per_block))
-        modulation_tokens = None
+        cond = None
         if noisy is not None:
             if not self.diffusion:
                 raise ValueError("this predictor was built without diffusion (method ijepa)")
@@ -166,19 +182,12 @@ class Predictor(nn.Module):
             parts[-1] = parts[-1] + gather_tokens(pos, flat)
             groups.append(num_masked + torch.arange(num_noisy).repeat_interleave(noisy_tokens))
             cond = self.time_embed(noise_level.expand(batch, num_noisy))  # (B, Q, D)
-            modulation_tokens = (cond, noisy_tokens)
         x = torch.cat(parts, dim=1)
         attn_mask = self._attention_mask(torch.cat(groups).to(x.device), ctx_valid, batch)
-        num_plain = x.shape[1] - (num_noisy * modulation_tokens[1] if modulation_tokens else 0)
+        num_plain = x.shape[1] - (parts[-1].shape[1] if cond is not None else 0)
         for i, block in enumerate(self.blocks):
-            modulation = None
-            if modulation_tokens is not None:
-                cond, tokens = modulation_tokens
-                per_block = self.modulation[i](cond)  # (B, Q, 6D)
-                per_token = per_block.repeat_interleave(tokens, dim=1)
-                zeros = per_token.new_zeros(batch, num_plain, per_token.shape[-1])
-                modulation = torch.cat([zeros, per_token], dim=1)
-            x = block(x, attn_mask=attn_mask, modulation=modulation)
+            modulation = None if cond is None else self.modulation[i](cond)  # (B, Q, 6D)
+            x = block(x, attn_mask=attn_mask, modulation=modulation, start=num_plain)
         x = self.out_proj(self.norm(x[:, num_ctx:]))
         masked = denoised = None
         if num_masked:
