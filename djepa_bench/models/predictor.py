@@ -172,6 +172,7 @@ class Predictor(nn.Module):
             flat = target_idx.reshape(batch, -1)
             parts.append(self.mask_token.to(z_ctx.dtype) + gather_tokens(pos, flat))
             groups.append(torch.arange(num_masked).repeat_interleave(tokens_per_block))
+        num_plain = sum(part.shape[1] for part in parts)  # context and mask-token queries
         cond = None
         if noisy is not None:
             if not self.diffusion:
@@ -184,7 +185,6 @@ class Predictor(nn.Module):
             cond = self.time_embed(noise_level.expand(batch, num_noisy))  # (B, Q, D)
         x = torch.cat(parts, dim=1)
         attn_mask = self._attention_mask(torch.cat(groups).to(x.device), ctx_valid, batch)
-        num_plain = x.shape[1] - (parts[-1].shape[1] if cond is not None else 0)
         for i, block in enumerate(self.blocks):
             modulation = None if cond is None else self.modulation[i](cond)  # (B, Q, 6D)
             x = block(x, attn_mask=attn_mask, modulation=modulation, start=num_plain)
