@@ -64,6 +64,14 @@ class MethodStep:
         ema_update(self.target, self.model.context_encoder, 0.996)
 
 
+def image_geometry(cfg) -> tuple[int, int]:
+    """(image size, channels) the preset trains at, without loading its data."""
+    if cfg.data.dataset.startswith("imagefolder:"):
+        return cfg.data.image_size or 224, 3
+    spec = get_spec(cfg.data.dataset)
+    return cfg.data.image_size or spec.image_size, spec.channels
+
+
 def sync(device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -92,11 +100,7 @@ def main() -> None:
     cfg = build_config(args.preset, None, overrides)
     device = resolve_device(args.device)
     bf16 = device.type == "cuda" and cfg.train.precision != "fp32"
-    if cfg.data.dataset.startswith("imagefolder:"):
-        image_size, channels = cfg.data.image_size or 224, 3
-    else:
-        spec = get_spec(cfg.data.dataset)
-        image_size, channels = cfg.data.image_size or spec.image_size, spec.channels
+    image_size, channels = image_geometry(cfg)
     batch = cfg.optim.batch_size
     methods = {
         m: MethodStep(cfg, m, image_size, channels, device, bf16) for m in ("ijepa", "djepa")

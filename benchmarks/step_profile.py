@@ -1,0 +1,101 @@
+"""Where a training step spends its time: CPU enqueue vs synchronised step, GPU kernels.
+
+For each method (same model, batch and masks) it prints the median synchronised step
+time, the time the CPU takes to enqueue the step (equal to the step time when the step
+is launch-bound or waits on the device), the kernels launched and the GPU-busy time per
+step, then torch.profiler's table of the costliest operators. Ends with the djepa/ijepa
+ratio of step times and, on a GPU, of GPU-busy times.
+
+    python3 benchmarks/step_profile.py --preset cifar10-vit-tiny            # on a GPU
+    .venv/bin/python benchmarks/step_profile.py --preset cifar10-cpu --device cpu --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+from train_step import MethodStep, image_geometry
+
+from djepa_bench.config import build_config
+from djepa_bench.masks import MultiBlockMasker
+from train.distributed import resolve_device
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="cifar10-vit-tiny", help="training preset to profile")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="key=value")
+    parser.add_argument("--batch", type=int, default=None, help="batch size (default: preset's)")
+    parser.add_argument("--steps", type=int, default=15, help="timed steps per method")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
+    parser.add_argument("--rows", type=int, default=20, help="operators shown per table")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = list(args.overrides)
+    if args.batch:
+        overrides.append(f"optim.batch_size={args.batch}")
+    cfg = build_config(args.preset, None, overrides)
+    device = resolve_device(args.device)
+    cuda = device.type == "cuda"
+    bf16 = cuda and cfg.train.precision != "fp32"
+    image_size, channels = image_geometry(cfg)
+    batch = cfg.optim.batch_size
+    masker = MultiBlockMasker(image_size // cfg.model.patch_size, cfg.mask)
+    masks = [masker(batch, torch.Generator().manual_seed(i)).to(device) for i in range(4)]
+    images = torch.randn(batch, channels, image_size, image_size).to(device)
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize(device)
+
+    step_ms: dict[str, float] = {}
+    busy_ms: dict[str, float] = {}
+    for method in ("ijepa", "djepa"):
+        step = MethodStep(cfg, method, image_size, channels, device, bf16)
+        for i in range(5):
+            step(images, masks[i % 4], i)
+        synced, enqueued = [], []
+        for i in range(args.steps):
+            sync()
+            start = time.perf_counter()
+            step(images, masks[i % 4], i)
+            launched = time.perf_counter()
+            sync()
+            enqueued.append(launched - start)
+            synced.append(time.perf_counter() - start)
+        step_ms[method] = 1e3 * statistics.median(synced)
+        line = (
+            f"== {method}: step {step_ms[method]:.1f} ms, "
+            f"CPU enqueue {1e3 * statistics.median(enqueued):.1f} ms"
+        )
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+        profiled = 3
+        with profile(activities=activities) as prof:
+            for i in range(profiled):
+                step(images, masks[i % 4], i)
+            sync()
+        if cuda:
+            kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+            busy_ms[method] = sum(e.device_time for e in kernels) / profiled / 1e3
+            line += (
+                f", {len(kernels) / profiled:.0f} kernels/step, "
+                f"GPU busy {busy_ms[method]:.1f} ms/step"
+            )
+        print(line)
+        sort = "self_device_time_total" if cuda else "self_cpu_time_total"
+        table = prof.key_averages().table(sort_by=sort, row_limit=args.rows)
+        print(table, flush=True)
+    ratio = f"ratio djepa/ijepa: step {step_ms['djepa'] / step_ms['ijepa']:.3f}"
+    if cuda:
+        ratio += f", GPU busy {busy_ms['djepa'] / busy_ms['ijepa']:.3f}"
+    print(ratio + " (methods profiled one after the other, not interleaved)")
+
+
+if __name__ == "__main__":
+    main()
