@@ -18,33 +18,19 @@ import time
 
 import torch
 from torch.profiler import ProfilerActivity, profile
-from train_step import MethodStep, image_geometry
+from train_step import MethodStep, add_setup_arguments, setup
 
-from djepa_bench.config import build_config
 from djepa_bench.masks import MultiBlockMasker
-from train.distributed import resolve_device
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="cifar10-vit-tiny", help="training preset to profile")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="key=value")
-    parser.add_argument("--batch", type=int, default=None, help="batch size (default: preset's)")
+    add_setup_arguments(parser, "cifar10-vit-tiny")
     parser.add_argument("--steps", type=int, default=15, help="timed steps per method")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
     parser.add_argument("--rows", type=int, default=20, help="operators shown per table")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    overrides = list(args.overrides)
-    if args.batch:
-        overrides.append(f"optim.batch_size={args.batch}")
-    cfg = build_config(args.preset, None, overrides)
-    device = resolve_device(args.device)
+    cfg, device, bf16, image_size, channels = setup(args)
     cuda = device.type == "cuda"
-    bf16 = cuda and cfg.train.precision != "fp32"
-    image_size, channels = image_geometry(cfg)
     batch = cfg.optim.batch_size
     masker = MultiBlockMasker(image_size // cfg.model.patch_size, cfg.mask)
     masks = [masker(batch, torch.Generator().manual_seed(i)).to(device) for i in range(4)]

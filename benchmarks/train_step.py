@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from djepa_bench.config import build_config
+from djepa_bench.config import Config, build_config
 from djepa_bench.data import get_spec
 from djepa_bench.masks import MultiBlockMasker
 from djepa_bench.models import build_encoder, build_predictor, build_schedule
@@ -64,12 +64,29 @@ class MethodStep:
         ema_update(self.target, self.model.context_encoder, 0.996)
 
 
-def image_geometry(cfg) -> tuple[int, int]:
-    """(image size, channels) the preset trains at, without loading its data."""
+def add_setup_arguments(parser: argparse.ArgumentParser, preset: str) -> None:
+    """The options that choose what is stepped: preset, overrides, batch, device, threads."""
+    parser.add_argument("--preset", default=preset, help="training preset to measure")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="key=value")
+    parser.add_argument("--batch", type=int, default=None, help="batch size (default: preset's)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
+
+
+def setup(args: argparse.Namespace) -> tuple[Config, torch.device, bool, int, int]:
+    """Config, device, bf16 flag, image size and channels that the parsed options ask for."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = list(args.overrides)
+    if args.batch:
+        overrides.append(f"optim.batch_size={args.batch}")
+    cfg = build_config(args.preset, None, overrides)
+    device = resolve_device(args.device)
+    bf16 = device.type == "cuda" and cfg.train.precision != "fp32"
     if cfg.data.dataset.startswith("imagefolder:"):
-        return cfg.data.image_size or 224, 3
+        return cfg, device, bf16, cfg.data.image_size or 224, 3
     spec = get_spec(cfg.data.dataset)
-    return cfg.data.image_size or spec.image_size, spec.channels
+    return cfg, device, bf16, cfg.data.image_size or spec.image_size, spec.channels
 
 
 def sync(device) -> None:
@@ -79,28 +96,16 @@ def sync(device) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="cifar10-cpu", help="training preset to measure")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="key=value")
-    parser.add_argument("--batch", type=int, default=None, help="batch size (default: preset's)")
+    add_setup_arguments(parser, "cifar10-cpu")
     parser.add_argument("--steps", type=int, default=20, help="measured steps per method")
     parser.add_argument("--warmup", type=int, default=3, help="unmeasured steps per method")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
     parser.add_argument(
         "--peak-tflops", type=float, default=989.0,
         help="bf16 dense peak of the GPU for MFU (H100/H200 SXM: ~989)",
     )  # fmt: skip
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    overrides = list(args.overrides)
-    if args.batch:
-        overrides.append(f"optim.batch_size={args.batch}")
-    cfg = build_config(args.preset, None, overrides)
-    device = resolve_device(args.device)
-    bf16 = device.type == "cuda" and cfg.train.precision != "fp32"
-    image_size, channels = image_geometry(cfg)
+    cfg, device, bf16, image_size, channels = setup(args)
     batch = cfg.optim.batch_size
     methods = {
         m: MethodStep(cfg, m, image_size, channels, device, bf16) for m in ("ijepa", "djepa")
