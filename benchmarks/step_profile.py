@@ -18,7 +18,7 @@ import time
 
 import torch
 from torch.profiler import ProfilerActivity, profile
-from train_step import MethodStep, add_setup_arguments, setup
+from train_step import MethodStep, add_setup_arguments, setup, sync
 
 from djepa_bench.masks import MultiBlockMasker
 
@@ -36,10 +36,6 @@ def main() -> None:
     masks = [masker(batch, torch.Generator().manual_seed(i)).to(device) for i in range(4)]
     images = torch.randn(batch, channels, image_size, image_size).to(device)
 
-    def sync() -> None:
-        if cuda:
-            torch.cuda.synchronize(device)
-
     step_ms: dict[str, float] = {}
     busy_ms: dict[str, float] = {}
     for method in ("ijepa", "djepa"):
@@ -48,11 +44,11 @@ def main() -> None:
             step(images, masks[i % 4], i)
         synced, enqueued = [], []
         for i in range(args.steps):
-            sync()
+            sync(device)
             start = time.perf_counter()
             step(images, masks[i % 4], i)
             launched = time.perf_counter()
-            sync()
+            sync(device)
             enqueued.append(launched - start)
             synced.append(time.perf_counter() - start)
         step_ms[method] = 1e3 * statistics.median(synced)
@@ -65,7 +61,7 @@ def main() -> None:
         with profile(activities=activities) as prof:
             for i in range(profiled):
                 step(images, masks[i % 4], i)
-            sync()
+            sync(device)
         if cuda:
             kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
             busy_ms[method] = sum(e.device_time for e in kernels) / profiled / 1e3

@@ -89,7 +89,8 @@ def setup(args: argparse.Namespace) -> tuple[Config, torch.device, bool, int, in
     return cfg, device, bf16, cfg.data.image_size or spec.image_size, spec.channels
 
 
-def sync(device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work, so that a wall-clock time covers it (no-op on CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
