@@ -24,9 +24,9 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from eval_protocols.corruptions import CORRUPTIONS, corrupt
-from eval_protocols.corruptions.frost import frost_textures, texture_size
-from eval_protocols.corruptions.params import CIFAR
+from djepa_bench.eval_protocols.corruptions import CORRUPTIONS, corrupt
+from djepa_bench.eval_protocols.corruptions.frost import frost_textures, texture_size
+from djepa_bench.eval_protocols.corruptions.params import CIFAR
 
 # --- the per-image reference (float HWC images in [0, 1], numpy RandomState) -------------
 

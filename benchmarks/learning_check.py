@@ -23,7 +23,7 @@ from djepa_bench.config import config_from_dict
 from djepa_bench.data import load_dataset
 from djepa_bench.knn import knn_accuracy
 from djepa_bench.models import build_encoder
-from train.monitor import extract, pooled_encode_fn
+from djepa_bench.train.monitor import extract, pooled_encode_fn
 
 
 def knn20(encoder, train, test, batch_size: int, device) -> float:

@@ -24,11 +24,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from djepa_bench.config import Config, build_config
 from djepa_bench.data import get_spec
+from djepa_bench.distributed import resolve_device
 from djepa_bench.masks import MultiBlockMasker
 from djepa_bench.models import build_encoder, build_predictor, build_schedule
-from train.distributed import resolve_device
-from train.objectives import JepaModel, compute_losses, projector_for
-from train.optim import build_optimizer, ema_update, set_lr_wd
+from djepa_bench.train.objectives import JepaModel, compute_losses, projector_for
+from djepa_bench.train.optim import build_optimizer, ema_update, set_lr_wd
 
 
 class MethodStep:

@@ -13,6 +13,8 @@ from typing import Any
 import yaml
 
 from djepa_bench.errors import UserError
+from djepa_bench.io import load_yaml
+from djepa_bench.presets import load_preset
 
 
 @dataclass
@@ -411,23 +413,6 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def load_yaml(path: Path) -> dict[str, Any]:
-    """Read a YAML mapping, with a one-line error if it is missing or malformed."""
-    try:
-        text = Path(path).read_text()
-    except FileNotFoundError:
-        raise UserError(f"config file not found: {path}") from None
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as err:
-        line = getattr(getattr(err, "problem_mark", None), "line", None)
-        where = f" (line {line + 1})" if line is not None else ""
-        raise UserError(f"config file {path} is not valid YAML{where}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"config file {path} must hold a mapping of sections")
-    return data
-
-
 def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     """Deep-merge `extra` into a copy of `base`."""
     out = dict(base)
@@ -445,8 +430,6 @@ def build_config(
     overrides: list[str] | None = None,
 ) -> Config:
     """Resolve defaults <- preset <- config file <- overrides into a checked Config."""
-    from djepa_bench.presets import load_preset
-
     data: dict[str, Any] = {}
     if preset:
         data = merge(data, load_preset(preset))

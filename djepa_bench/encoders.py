@@ -6,7 +6,7 @@ builds the frozen `Encoder` for a dataset's image size and channels, with poolin
 
 Model specs: `pixels` (normalised pixels, flattened: a floor for every report),
 `random:SIZE` (a seeded, untrained ViT of ENCODER_SIZES; patch size from model.patch_size,
-seed from train.seed), `timm:NAME[,key=value...]` (a timm model, randomly initialised
+seed from djepa_bench.train.seed), `timm:NAME[,key=value...]` (a timm model, randomly initialised
 (seeded) unless `pretrained=True` asks timm for its weights or `weights=FILE` names a local
 state dict; key=value pairs go to timm.create_model, e.g.
 `timm:vit_tiny_patch16_224,patch_size=4`).

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from djepa_bench.config import LinearConfig
+from djepa_bench.distributed import resolve_device
 from djepa_bench.errors import UserError
 
 
@@ -165,12 +166,6 @@ def train_linear_heads(
     return w[:, :dim].contiguous(), w[:, dim].contiguous()
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def fit_linear_probe(
     train_feats: torch.Tensor,
     train_labels: torch.Tensor,
@@ -185,7 +180,7 @@ def fit_linear_probe(
     the validation split), grid (all heads' val_top1) and refit (retrained on all of train).
     """
     log = log or (lambda msg: None)
-    device = _resolve_device(device)
+    device = resolve_device(str(device))
     labels = train_labels.long().cpu()
     num_classes = int(num_classes or int(labels.max()) + 1)
     grid = [(lr, wd) for lr in cfg.lrs for wd in cfg.weight_decays]

@@ -2,8 +2,8 @@
 
 A protocol is a module in eval_protocols/ with one entry point registered by name:
 
-    from eval_protocols.base import EvalContext, ProtocolSkipped
-    from eval_protocols.registry import register
+    from djepa_bench.eval_protocols.base import EvalContext, ProtocolSkipped
+    from djepa_bench.eval_protocols.registry import register
 
     @register("knn", "weighted k-NN on frozen features")
     def run(ctx: EvalContext) -> list[dict]:

@@ -23,19 +23,19 @@ import torch
 from djepa_bench.checkpoint import load_encoder, load_predictor
 from djepa_bench.config import config_from_dict
 from djepa_bench.data import iterate_batches
-from djepa_bench.masks import MaskBatch, MultiBlockMasker
-from djepa_bench.models import ddim_sample_targets
-from djepa_bench.models.common import gather_tokens
-from djepa_bench.models.encoder import layer_norm_targets
-from eval_protocols.base import EvalContext, ProtocolSkipped
-from eval_protocols.registry import register
-from eval_protocols.sample_scores import (
+from djepa_bench.eval_protocols.base import EvalContext, ProtocolSkipped
+from djepa_bench.eval_protocols.registry import register
+from djepa_bench.eval_protocols.sample_scores import (
     energy_score,
     pairwise_distance_mean,
     pearson,
     spread_and_error,
     token_cosine,
 )
+from djepa_bench.masks import MaskBatch, MultiBlockMasker
+from djepa_bench.models import ddim_sample_targets
+from djepa_bench.models.common import gather_tokens
+from djepa_bench.models.encoder import layer_norm_targets
 
 
 @dataclass

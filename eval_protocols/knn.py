@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from eval_protocols.base import EvalContext
-from eval_protocols.registry import register
+from djepa_bench.eval_protocols.base import EvalContext
+from djepa_bench.eval_protocols.registry import register
 
 
 @register("knn", "weighted k-NN (cosine, exp(s/T)) on frozen features; top-1/top-5 per k")

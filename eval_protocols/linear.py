@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from eval_protocols.base import EvalContext
-from eval_protocols.registry import register
+from djepa_bench.eval_protocols.base import EvalContext
+from djepa_bench.eval_protocols.registry import register
 
 
 @register("linear", "linear probe: (lr x wd) grid of heads trained at once, chosen on a val split")

@@ -18,10 +18,10 @@ import torch
 
 from djepa_bench.config import LowShotConfig
 from djepa_bench.errors import UserError
+from djepa_bench.eval_protocols.base import EvalContext
+from djepa_bench.eval_protocols.registry import register
 from djepa_bench.knn import KnnClassifier
 from djepa_bench.linear_probe import standardiser
-from eval_protocols.base import EvalContext
-from eval_protocols.registry import register
 
 
 def class_permutations(labels: torch.Tensor, seed: int) -> dict[int, np.ndarray]:

@@ -45,7 +45,7 @@ def register(name: str, description: str) -> Callable[[Callable], Callable]:
 
 def _load_all() -> None:
     for module in PROTOCOL_MODULES:
-        importlib.import_module(f"eval_protocols.{module}")
+        importlib.import_module(f"{__package__}.{module}")
 
 
 def protocols() -> dict[str, ProtocolInfo]:

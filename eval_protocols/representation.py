@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
+from djepa_bench.eval_protocols.base import EvalContext
+from djepa_bench.eval_protocols.registry import register
 from djepa_bench.spectral import alpha_req, covariance_eigenvalues, feature_std, rankme
-from eval_protocols.base import EvalContext
-from eval_protocols.registry import register
 
 
 @register("representation", "RankMe, alpha-ReQ power-law slope and per-dim std of test features")

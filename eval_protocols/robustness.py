@@ -30,10 +30,8 @@ import torch
 from djepa_bench.data import ImageSplit
 from djepa_bench.data.augment import resize, to_normalised_float
 from djepa_bench.errors import UserError
-from djepa_bench.feature_cache import FeatureSource
-from djepa_bench.records import read_records
-from eval_protocols.base import EvalContext
-from eval_protocols.corruptions import (
+from djepa_bench.eval_protocols.base import EvalContext
+from djepa_bench.eval_protocols.corruptions import (
     COMMON,
     corrupt,
     family_of,
@@ -41,8 +39,10 @@ from eval_protocols.corruptions import (
     resolve_param_set,
     resolve_severities,
 )
-from eval_protocols.corruptions import official as official_sets
-from eval_protocols.registry import register
+from djepa_bench.eval_protocols.corruptions import official as official_sets
+from djepa_bench.eval_protocols.registry import register
+from djepa_bench.feature_cache import FeatureSource
+from djepa_bench.records import read_records
 
 PROTOCOL = "robustness"
 CLASSIFIERS = ("linear", "knn")

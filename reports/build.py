@@ -10,10 +10,16 @@ import pandas as pd
 
 from djepa_bench.errors import UserError
 from djepa_bench.io import atomic_write_text
-from reports import figures, render, summary
-from reports.collect import load_collection
-from reports.groups import Grouping, attach_groups, is_floor_method, method_label
-from reports.tables import delta_table, headline_table, present_columns, run_values, runs_table
+from djepa_bench.reports import figures, render, summary
+from djepa_bench.reports.collect import load_collection
+from djepa_bench.reports.groups import Grouping, attach_groups, is_floor_method, method_label
+from djepa_bench.reports.tables import (
+    delta_table,
+    headline_table,
+    present_columns,
+    run_values,
+    runs_table,
+)
 
 FORMATS = ("md", "tex", "csv")
 

@@ -19,9 +19,9 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from djepa_bench.io import atomic_write
-from reports.groups import Grouping, Key, keys_of
-from reports.stats import t_halfwidth
-from reports.tables import select
+from djepa_bench.reports.groups import Grouping, Key, keys_of
+from djepa_bench.reports.stats import t_halfwidth
+from djepa_bench.reports.tables import select
 
 SINGLE_COLUMN_IN = 3.4  # width of one column of a two-column paper, inches
 DOUBLE_COLUMN_IN = 7.0

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from djepa_bench.errors import UserError
-from reports.collect import MISSING, Collection
+from djepa_bench.reports.collect import MISSING, Collection
 
 FLOOR_METHODS = ("pixels", "random")
 

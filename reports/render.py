@@ -7,8 +7,8 @@ import math
 
 import pandas as pd
 
-from reports.groups import Grouping, Key, method_label
-from reports.tables import COLUMN_BY_NAME, Column
+from djepa_bench.reports.groups import Grouping, Key, method_label
+from djepa_bench.reports.tables import COLUMN_BY_NAME, Column
 
 CSV_FLOAT = "%.6g"
 _TEX_ESCAPES = {

@@ -6,9 +6,9 @@ import math
 
 import pandas as pd
 
-from reports.groups import Grouping
-from reports.render import number
-from reports.tables import COLUMN_BY_NAME, Column
+from djepa_bench.reports.groups import Grouping
+from djepa_bench.reports.render import number
+from djepa_bench.reports.tables import COLUMN_BY_NAME, Column
 
 # Config keys that say where/how a run ran, not what was trained: never worth a note.
 INFRA_CONFIG_PREFIXES = (

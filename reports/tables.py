@@ -9,9 +9,9 @@ from typing import Any
 
 import pandas as pd
 
-from reports.collect import OUTCOME_PARAMS
-from reports.groups import Grouping, Key, keys_of
-from reports.stats import paired_difference, summarise
+from djepa_bench.reports.collect import OUTCOME_PARAMS
+from djepa_bench.reports.groups import Grouping, Key, keys_of
+from djepa_bench.reports.stats import paired_difference, summarise
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,7 @@ def cifar10_root() -> Path:
 @pytest.fixture(scope="session")
 def tiny_runs(tmp_path_factory) -> dict[str, Path]:
     """Run directories of a tiny I-JEPA and D-JEPA run on `synthetic` (a few seconds each)."""
-    from train.api import quick_config, train_run
+    from djepa_bench.train.api import quick_config, train_run
 
     root = tmp_path_factory.mktemp("tiny-runs")
     runs = {}

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from djepa_bench.errors import UserError
-from eval_protocols.corruptions import (
+from djepa_bench.eval_protocols.corruptions import (
     COMMON,
     CORRUPTIONS,
     EXTRA,
@@ -22,9 +22,9 @@ from eval_protocols.corruptions import (
     resolve_severities,
     rng,
 )
-from eval_protocols.corruptions.blur import disk_kernel, glass_source_map
-from eval_protocols.corruptions.official import available, layout, official_split
-from eval_protocols.corruptions.weather import canny, plasma_fractal
+from djepa_bench.eval_protocols.corruptions.blur import disk_kernel, glass_source_map
+from djepa_bench.eval_protocols.corruptions.official import available, layout, official_split
+from djepa_bench.eval_protocols.corruptions.weather import canny, plasma_fractal
 
 # Corruptions whose output does not depend on the seed.
 DETERMINISTIC = {

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from eval_protocols.denoising import noise_levels
-from eval_protocols.sample_scores import (
+from djepa_bench.eval_protocols.denoising import noise_levels
+from djepa_bench.eval_protocols.sample_scores import (
     energy_score,
     pairwise_distance_mean,
     pearson,

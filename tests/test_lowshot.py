@@ -9,9 +9,9 @@ import torch
 from djepa_bench.config import LowShotConfig
 from djepa_bench.encoders import load_subject
 from djepa_bench.errors import UserError
-from eval_protocols.base import build_context
-from eval_protocols.lowshot import draw_percent, draw_shots, fit_logreg
-from eval_protocols.lowshot import run as run_lowshot
+from djepa_bench.eval_protocols.base import build_context
+from djepa_bench.eval_protocols.lowshot import draw_percent, draw_shots, fit_logreg
+from djepa_bench.eval_protocols.lowshot import run as run_lowshot
 
 LABELS = torch.arange(5).repeat_interleave(30)  # 5 classes x 30 images
 

@@ -111,7 +111,7 @@ def study(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def built(study, tmp_path_factory):
-    from reports.build import build_report
+    from djepa_bench.reports.build import build_report
 
     out = tmp_path_factory.mktemp("report")
     report = build_report([str(study)], out)
@@ -197,7 +197,7 @@ def test_paired_ci_width_for_a_known_sample(built):
 
 
 def test_stats_helpers_directly():
-    from reports.stats import paired_difference, summarise
+    from djepa_bench.reports.stats import paired_difference, summarise
 
     diff = paired_difference({0: 73.0, 1: 74.0, 2: 78.0, 5: 1.0}, {0: 70.0, 1: 72.0, 2: 74.0})
     assert diff.n == 3 and diff.high - diff.low == pytest.approx(2 * T_975_DF2 / math.sqrt(3))
@@ -248,7 +248,7 @@ def test_outputs_and_records_csv(built, study):
 
 
 def test_rerun_gives_identical_bytes(built, study, tmp_path):
-    from reports.build import build_report
+    from djepa_bench.reports.build import build_report
 
     _, first = built
     second = tmp_path / "again"
@@ -262,7 +262,7 @@ def test_rerun_gives_identical_bytes(built, study, tmp_path):
 
 
 def test_one_seed_says_so_instead_of_intervals(study, tmp_path):
-    from reports.build import build_report
+    from djepa_bench.reports.build import build_report
 
     out = tmp_path / "one"
     runs = [str(study / "ijepa-s0"), str(study / "djepa-s0")]
@@ -376,7 +376,7 @@ def test_help_lists_every_option(run_cli):
 
 
 def test_eval_out_folders_reevaluation_and_reference_variants(tmp_path):
-    from reports.build import build_report
+    from djepa_bench.reports.build import build_report
 
     root = tmp_path / "runs"
 
@@ -418,7 +418,7 @@ def test_eval_out_folders_reevaluation_and_reference_variants(tmp_path):
 
 
 def test_run_arguments_resolve_to_run_directories(tmp_path):
-    from reports.collect import find_run_dirs
+    from djepa_bench.reports.collect import find_run_dirs
 
     run = write_run(tmp_path / "runs", "d0", "djepa", 0, full=False)
     (tmp_path / "runs" / "notes.txt").write_text("not a run")
@@ -428,7 +428,7 @@ def test_run_arguments_resolve_to_run_directories(tmp_path):
 
 
 def test_curve_bands_need_three_samples():
-    from reports.figures import curve
+    from djepa_bench.reports.figures import curve
 
     key = ("djepa",)
     rows = pd.DataFrame(

@@ -10,14 +10,14 @@ import pytest
 import torch
 
 from djepa_bench.errors import UserError
-from djepa_bench.records import RunIdentity, append_records, make_record
-from eval_protocols.robustness import (
+from djepa_bench.eval_protocols.robustness import (
     corruption_errors,
     load_baseline,
     parse_classifiers,
     subset_indices,
     summarise,
 )
+from djepa_bench.records import RunIdentity, append_records, make_record
 
 # Fast linear probe: one head, few epochs (the protocol reuses whatever probe eval fits).
 FAST = [

@@ -15,17 +15,17 @@ from djepa_bench.errors import UserError
 from djepa_bench.io import safe_torch_load
 from djepa_bench.masks import MultiBlockMasker
 from djepa_bench.models import build_encoder, build_predictor, build_schedule
-from train.api import TrainingDiverged, TrainingStopped, quick_config, train_run
-from train.loop import Trainer
-from train.objectives import (
+from djepa_bench.train.api import TrainingDiverged, TrainingStopped, quick_config, train_run
+from djepa_bench.train.loop import Trainer
+from djepa_bench.train.objectives import (
     JepaModel,
     build_projector,
     compute_losses,
     pool_context,
     variance_covariance,
 )
-from train.optim import param_groups
-from train.schedules import Schedules
+from djepa_bench.train.optim import param_groups
+from djepa_bench.train.schedules import Schedules
 
 
 def test_djepa_with_lambda_zero_gives_the_ijepa_loss_on_the_same_batch_and_masks():
@@ -275,7 +275,7 @@ def test_sigterm_writes_checkpoint_and_resume_matches_uninterrupted_run(
 
 def test_nan_loss_stops_with_one_line_error_and_keeps_last_checkpoint(tmp_path, monkeypatch):
     cfg = quick_config(method="ijepa", train__epochs=2, train__monitor=False)
-    import train.loop as loop
+    import djepa_bench.train.loop as loop
 
     original = loop.compute_losses
 

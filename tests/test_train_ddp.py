@@ -11,7 +11,7 @@ import yaml
 
 from djepa_bench.config import to_dict
 from djepa_bench.io import safe_torch_load
-from train.api import quick_config
+from djepa_bench.train.api import quick_config
 
 
 def test_torchrun_two_gloo_processes_end_with_identical_weights(tmp_path):

@@ -13,8 +13,8 @@ import yaml
 
 from djepa_bench.config import to_dict
 from djepa_bench.io import safe_torch_load
-from train.api import quick_config, train_run
-from train.loop import FAULT_KILL_ENV
+from djepa_bench.train.api import quick_config, train_run
+from djepa_bench.train.loop import FAULT_KILL_ENV
 
 
 def weights(run):

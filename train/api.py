@@ -6,7 +6,7 @@ from dataclasses import replace
 from typing import Any
 
 from djepa_bench.config import Config, config_from_dict, to_dict
-from train.loop import TrainingDiverged, TrainingStopped, train_run
+from djepa_bench.train.loop import TrainingDiverged, TrainingStopped, train_run
 
 __all__ = ["TrainingDiverged", "TrainingStopped", "quick_config", "train_run"]
 

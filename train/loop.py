@@ -32,12 +32,7 @@ from djepa_bench.checkpoint import (
 )
 from djepa_bench.config import Config, config_from_dict, to_dict
 from djepa_bench.data import ImageSplit, load_dataset, split_to_device
-from djepa_bench.errors import UserError
-from djepa_bench.masks import MultiBlockMasker
-from djepa_bench.models import build_encoder, build_predictor, build_schedule
-from djepa_bench.models.predictor import METHODS
-from train.batches import derived_seed, epoch_batches, generator_for
-from train.distributed import (
+from djepa_bench.distributed import (
     DistInfo,
     all_gather_strings,
     any_rank,
@@ -45,10 +40,15 @@ from train.distributed import (
     cleanup_distributed,
     setup_distributed,
 )
-from train.monitor import Monitor
-from train.objectives import JepaModel, LossParts, compute_losses, projector_for
-from train.optim import build_optimizer, ema_update, set_lr_wd
-from train.rundir import (
+from djepa_bench.errors import UserError
+from djepa_bench.masks import MultiBlockMasker
+from djepa_bench.models import build_encoder, build_predictor, build_schedule
+from djepa_bench.models.predictor import METHODS
+from djepa_bench.train.batches import derived_seed, epoch_batches, generator_for
+from djepa_bench.train.monitor import Monitor
+from djepa_bench.train.objectives import JepaModel, LossParts, compute_losses, projector_for
+from djepa_bench.train.optim import build_optimizer, ema_update, set_lr_wd
+from djepa_bench.train.rundir import (
     LOG_NAME,
     TrainingLog,
     environment,
@@ -57,7 +57,7 @@ from train.rundir import (
     write_config,
     write_meta,
 )
-from train.schedules import Schedules
+from djepa_bench.train.schedules import Schedules
 
 # Config keys that say where and how loudly a run happens, not what it computes: a resumed
 # run may change them.

@@ -61,8 +61,8 @@ def draw_grid(
     import matplotlib.pyplot as plt
     import torch
 
+    from djepa_bench.eval_protocols.corruptions import corrupt, resolve_param_set
     from djepa_bench.io import atomic_write
-    from eval_protocols.corruptions import corrupt, resolve_param_set
 
     chosen = resolve_param_set(param_set, max(images.shape[-2:]))
     index = torch.tensor(indices)
@@ -133,7 +133,7 @@ def corruptions_grid(
     ),
 ) -> None:
     """Draw test images under every chosen corruption and severity into one labelled grid."""
-    from eval_protocols.corruptions import (
+    from djepa_bench.eval_protocols.corruptions import (
         resolve_corruptions,
         resolve_param_set,
         resolve_severities,

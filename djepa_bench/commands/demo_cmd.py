@@ -45,7 +45,7 @@ def _train_all(
     preset: str, seeds: list[int], epochs: int | None, overrides: list[str], runs: Path
 ) -> list[Path]:
     from djepa_bench.config import build_config
-    from train.api import train_run
+    from djepa_bench.train.api import train_run
 
     jobs = [(method, seed) for seed in seeds for method in METHODS]
     run_dirs = []
@@ -70,7 +70,7 @@ def _train_all(
 def _evaluate(subject_args: dict, results: Path, protocols: list[str], overrides: list[str]):
     from djepa_bench.commands.eval_cmd import run_protocols
     from djepa_bench.encoders import load_subject
-    from eval_protocols.base import build_context
+    from djepa_bench.eval_protocols.base import build_context
 
     done = results / ".complete"
     if done.exists():
@@ -113,7 +113,7 @@ def demo_command(
     interrupted demo: finished runs and evaluations in --out are reused.
     """
     from djepa_bench.commands.eval_cmd import _protocol_names
-    from reports.build import build_report
+    from djepa_bench.reports.build import build_report
 
     names = _protocol_names(protocols)
     if out.exists() and not out.is_dir():

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
 import typer
 
 from djepa_bench.errors import UserError
@@ -39,22 +38,8 @@ def _flag_overrides(**pairs: Any) -> list[str]:
     ]
 
 
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-        if name == "cuda" and "LOCAL_RANK" in os.environ:
-            name = f"cuda:{os.environ['LOCAL_RANK']}"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda asked for but no GPU is visible; use --device cpu")
-    return device
-
-
 def _protocol_names(text: str) -> list[str]:
-    from eval_protocols.registry import get_protocol, protocols
+    from djepa_bench.eval_protocols.registry import get_protocol, protocols
 
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
@@ -64,20 +49,6 @@ def _protocol_names(text: str) -> list[str]:
     for name in names:
         get_protocol(name)  # one-line error for an unknown name, before any work
     return list(dict.fromkeys(names))
-
-
-def _init_distributed(device: torch.device) -> bool:
-    """Join the torchrun process group when launched with WORLD_SIZE > 1."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return False
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group(backend)
-    return True
 
 
 def _format_params(params: dict[str, Any]) -> str:
@@ -198,9 +169,10 @@ def eval_command(
     ),
 ) -> None:
     """Evaluate frozen features with kNN, linear, low-shot (and other) protocols."""
+    from djepa_bench.distributed import setup_distributed
     from djepa_bench.encoders import load_subject
-    from eval_protocols.base import build_context
-    from eval_protocols.corruptions.core import resolve_severities
+    from djepa_bench.eval_protocols.base import build_context
+    from djepa_bench.eval_protocols.corruptions.core import resolve_severities
 
     names = _protocol_names(protocol)
     if model is not None and out is None:
@@ -221,9 +193,8 @@ def eval_command(
         ckpt, model, list(overrides or []) + flags, pretrained=pretrained, weights=weights
     )
     cfg = subject.config
-    dev = _resolve_device(cfg.eval.device)
-    distributed = _init_distributed(dev)
-    rank0 = not distributed or int(os.environ.get("RANK", "0")) == 0
+    info = setup_distributed(cfg.eval.device)
+    dev, distributed, rank0 = info.device, info.distributed, info.is_main
     results = Path(out) if out else subject.run_dir / "results"
 
     ctx = build_context(
@@ -250,9 +221,9 @@ def run_protocols(
     ctx: Any, names: list[str], results: Path, log: Callable[[str], None] = _log
 ) -> list[dict[str, Any]]:
     """Run each protocol on `ctx`, appending its records to RESULTS/<protocol>.jsonl."""
+    from djepa_bench.eval_protocols.base import ProtocolSkipped
+    from djepa_bench.eval_protocols.registry import get_protocol
     from djepa_bench.records import append_records
-    from eval_protocols.base import ProtocolSkipped
-    from eval_protocols.registry import get_protocol
 
     written: list[dict[str, Any]] = []
     for name in names:

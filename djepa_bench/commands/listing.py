@@ -27,7 +27,7 @@ def list_command(
 
         rows = [(name, preset_description(name)) for name in preset_names()]
     else:
-        from eval_protocols.registry import protocols
+        from djepa_bench.eval_protocols.registry import protocols
 
         rows = [(name, info.description) for name, info in protocols().items()]
     if not rows:

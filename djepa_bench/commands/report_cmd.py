@@ -39,7 +39,7 @@ def report_command(
 ) -> None:
     """Compare runs: headline table (mean ± std over seeds), paired deltas vs a baseline with
     95% CIs, figures (PNG + PDF) and a markdown report with a short summary."""
-    from reports.build import build_report
+    from djepa_bench.reports.build import build_report
 
     report = build_report(runs, out, baseline=baseline, formats=formats, group_by=group_by)
     typer.echo(f"wrote {len(report.files)} files to {report.out}")

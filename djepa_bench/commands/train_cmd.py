@@ -13,11 +13,11 @@ from djepa_bench.config import (
     apply_overrides,
     build_config,
     config_from_dict,
-    load_yaml,
     merge,
     to_dict,
 )
 from djepa_bench.errors import UserError
+from djepa_bench.io import load_yaml
 
 
 def _flag_overrides(
@@ -98,7 +98,7 @@ def train_command(
     `torchrun --nproc_per_node N -m djepa_bench train ...`. Ctrl-C or SIGTERM writes a
     checkpoint first; continue with --resume.
     """
-    from train.api import TrainingStopped, train_run
+    from djepa_bench.train.api import TrainingStopped, train_run
 
     if method is not None and method not in ("ijepa", "djepa"):
         raise UserError(f"unknown --method '{method}'; use ijepa or djepa")

@@ -5,7 +5,7 @@
 families; `official` reads the published pre-corrupted CIFAR-10-C / ImageNet-C files.
 """
 
-from eval_protocols.corruptions.core import (
+from djepa_bench.eval_protocols.corruptions.core import (
     COMMON,
     CORRUPTIONS,
     EXTRA,
@@ -15,7 +15,7 @@ from eval_protocols.corruptions.core import (
     resolve_corruptions,
     resolve_severities,
 )
-from eval_protocols.corruptions.params import PARAM_SETS, resolve_param_set
+from djepa_bench.eval_protocols.corruptions.params import PARAM_SETS, resolve_param_set
 
 __all__ = [
     "COMMON",

@@ -7,8 +7,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from eval_protocols.corruptions import ops
-from eval_protocols.corruptions.rng import KeyedRandom
+from djepa_bench.eval_protocols.corruptions import ops
+from djepa_bench.eval_protocols.corruptions.rng import KeyedRandom
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float, rng: KeyedRandom, **_) -> torch.Tensor:

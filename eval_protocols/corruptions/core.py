@@ -8,9 +8,9 @@ from collections.abc import Callable
 import torch
 
 from djepa_bench.errors import UserError
-from eval_protocols.corruptions import blur, digital, noise, weather
-from eval_protocols.corruptions.params import resolve_param_set, severity_params
-from eval_protocols.corruptions.rng import KeyedRandom, corruption_key
+from djepa_bench.eval_protocols.corruptions import blur, digital, noise, weather
+from djepa_bench.eval_protocols.corruptions.params import resolve_param_set, severity_params
+from djepa_bench.eval_protocols.corruptions.rng import KeyedRandom, corruption_key
 
 # The 15 of the ImageNet-C / CIFAR-10-C benchmark (the mCE set), then the 4 extra ones.
 COMMON = (

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
 
-from eval_protocols.corruptions import ops
-from eval_protocols.corruptions.params import ELASTIC_SCALE
-from eval_protocols.corruptions.rng import KeyedRandom
+from djepa_bench.eval_protocols.corruptions import ops
+from djepa_bench.eval_protocols.corruptions.params import ELASTIC_SCALE
+from djepa_bench.eval_protocols.corruptions.rng import KeyedRandom
 
 
 def brightness(x: torch.Tensor, c: float, rng: KeyedRandom, **_) -> torch.Tensor:

@@ -8,7 +8,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from eval_protocols.corruptions.rng import KeyedRandom
+from djepa_bench.eval_protocols.corruptions.rng import KeyedRandom
 
 
 def gaussian_noise(x: torch.Tensor, c: float, rng: KeyedRandom, **_) -> torch.Tensor:

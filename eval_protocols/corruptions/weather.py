@@ -8,9 +8,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from eval_protocols.corruptions import ops
-from eval_protocols.corruptions.frost import NUM_TEXTURES, frost_textures, texture_size
-from eval_protocols.corruptions.rng import KeyedRandom
+from djepa_bench.eval_protocols.corruptions import ops
+from djepa_bench.eval_protocols.corruptions.frost import NUM_TEXTURES, frost_textures, texture_size
+from djepa_bench.eval_protocols.corruptions.rng import KeyedRandom
 
 
 def snow(x: torch.Tensor, p: tuple, rng: KeyedRandom, **_) -> torch.Tensor:

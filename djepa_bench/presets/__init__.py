@@ -1,4 +1,4 @@
-"""Named YAML presets shipped in train/presets: listing and loading them."""
+"""Named training presets: the YAML files beside this module, listed and loaded by name."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from djepa_bench.config import load_yaml
 from djepa_bench.errors import UserError
+from djepa_bench.io import load_yaml
 
 
 def presets_dir() -> Path:
     """Return the folder that holds the preset YAML files."""
-    return Path(str(resources.files("train") / "presets"))
+    return Path(str(resources.files(__name__)))
 
 
 def preset_names() -> list[str]:
