@@ -1,64 +1,96 @@
-"""Typed configuration: dataclasses per section, YAML presets, `--set key.sub=value` overrides."""
+"""Typed configuration: dataclasses per section, YAML presets, `--set key.sub=value` overrides.
+
+Every field's annotation says what it accepts (`Literal` choices, numeric ranges; see
+djepa_bench.config_types), and values are checked when the config is built, so a typo or an
+out-of-range number fails at once, before any data is read.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
 
+from djepa_bench.config_types import (
+    Ascending,
+    DeviceName,
+    Fraction,
+    Length,
+    NonNegativeFloat,
+    NonNegativeInt,
+    OpenFraction,
+    PositiveFloat,
+    PositiveInt,
+    Probability,
+    Range,
+    coerce,
+    field_types,
+    is_section,
+)
 from djepa_bench.errors import UserError
 from djepa_bench.io import load_yaml
 from djepa_bench.presets import load_preset
+
+Method = Literal["ijepa", "djepa"]
+# ViT sizes of model.size: (width, depth, heads); model.embed_dim/depth/num_heads override.
+ENCODER_SIZES = {
+    "nano": (128, 6, 4),
+    "tiny": (192, 12, 3),
+    "small": (384, 12, 6),
+    "base": (768, 12, 12),
+}
+ScaleRange = Annotated[tuple[Fraction, Fraction], Ascending()]
+AspectRange = Annotated[tuple[PositiveFloat, PositiveFloat], Ascending()]
+Betas = tuple[Annotated[float, Range(ge=0, lt=1)], Annotated[float, Range(ge=0, lt=1)]]
+Momentum = Annotated[float, Range(ge=0, le=1)]
 
 
 @dataclass
 class ModelConfig:
     """ViT encoder and predictor sizes."""
 
-    size: str = "nano"  # nano | tiny | small | base (see djepa_bench.models.ENCODER_SIZES)
-    patch_size: int = 4
-    embed_dim: int | None = None  # overrides the size's width when set
-    depth: int | None = None  # overrides the size's depth when set
-    num_heads: int | None = None  # overrides the size's heads when set
-    predictor_dim: int = 128
-    predictor_depth: int = 4
-    predictor_heads: int = 4
-    drop_path: float = 0.0
-    pos_embed_scale: float = 1.0  # factor on the encoder's fixed sin-cos position embedding
+    size: Literal["nano", "tiny", "small", "base"] = "nano"  # see ENCODER_SIZES
+    patch_size: PositiveInt = 4
+    embed_dim: PositiveInt | None = None  # overrides the size's width when set
+    depth: PositiveInt | None = None  # overrides the size's depth when set
+    num_heads: PositiveInt | None = None  # overrides the size's heads when set
+    predictor_dim: PositiveInt = 128
+    predictor_depth: PositiveInt = 4
+    predictor_heads: PositiveInt = 4
+    drop_path: Annotated[float, Range(ge=0, lt=1)] = 0.0
+    pos_embed_scale: NonNegativeFloat = 1.0  # factor on the encoder's fixed sin-cos positions
 
 
 @dataclass
 class MaskConfig:
     """I-JEPA multi-block masking (DESIGN.md section 1)."""
 
-    num_targets: int = 4
-    target_scale: tuple[float, float] = (0.15, 0.2)
-    target_aspect: tuple[float, float] = (0.75, 1.5)
-    context_scale: tuple[float, float] = (0.85, 1.0)
-    context_aspect: tuple[float, float] = (1.0, 1.0)
-    min_keep: int = 4
+    num_targets: PositiveInt = 4
+    target_scale: ScaleRange = (0.15, 0.2)
+    target_aspect: AspectRange = (0.75, 1.5)
+    context_scale: ScaleRange = (0.85, 1.0)
+    context_aspect: AspectRange = (1.0, 1.0)
+    min_keep: PositiveInt = 4
     # How context sets of different lengths are batched: "pad" keeps every context token
     # (padded to the batch maximum with attention masking); "truncate" cuts to the batch
-    # minimum as the official collator does.
-    context_batching: str = "pad"
+    # minimum like the official collator; "subsample" draws a random subset of that size.
+    context_batching: Literal["pad", "truncate", "subsample"] = "pad"
 
 
 @dataclass
 class DiffusionConfig:
     """Diffusion noise on target embeddings for D-JEPA."""
 
-    schedule: str = "cosine"  # cosine | linear
-    timesteps: int = 1000
-    lambda_diff: float = 1.0
-    noise_draws: int = 1  # noise levels drawn per target block
-    min_snr_gamma: float = 0.0  # 0 disables min-SNR weighting
-    loss: str = "mse"  # mse | smooth_l1
+    schedule: Literal["cosine", "linear"] = "cosine"
+    timesteps: Annotated[int, Range(ge=2)] = 1000
+    lambda_diff: NonNegativeFloat = 1.0
+    noise_draws: PositiveInt = 1  # noise levels drawn per target block
+    min_snr_gamma: NonNegativeFloat = 0.0  # 0 disables min-SNR weighting
+    loss: Literal["mse", "smooth_l1"] = "mse"
 
 
 @dataclass
@@ -74,9 +106,9 @@ class RegularizerConfig:
     when a weight is non-zero.
     """
 
-    variance: float = 0.0
-    covariance: float = 0.0
-    projector_dim: int = 0
+    variance: NonNegativeFloat = 0.0
+    covariance: NonNegativeFloat = 0.0
+    projector_dim: NonNegativeInt = 0
 
     @property
     def enabled(self) -> bool:
@@ -88,75 +120,81 @@ class RegularizerConfig:
 class OptimConfig:
     """Optimiser and schedules."""
 
-    batch_size: int = 128
-    lr: float = 1e-3
-    min_lr: float = 1e-6
-    warmup_epochs: float = 1.0
-    weight_decay: float = 0.04
-    final_weight_decay: float = 0.4
-    betas: tuple[float, float] = (0.9, 0.999)
-    ema_start: float = 0.996
-    ema_end: float = 1.0
-    clip_grad: float = 0.0  # 0 disables clipping
-    jepa_loss: str = "smooth_l1"  # smooth_l1 | mse
+    batch_size: PositiveInt = 128
+    lr: PositiveFloat = 1e-3
+    min_lr: NonNegativeFloat = 1e-6
+    warmup_epochs: NonNegativeFloat = 1.0
+    weight_decay: NonNegativeFloat = 0.04
+    final_weight_decay: NonNegativeFloat = 0.4
+    betas: Betas = (0.9, 0.999)
+    ema_start: Momentum = 0.996
+    ema_end: Momentum = 1.0
+    clip_grad: NonNegativeFloat = 0.0  # 0 disables clipping
+    jepa_loss: Literal["smooth_l1", "mse"] = "smooth_l1"
 
 
 @dataclass
 class DataConfig:
     """Which dataset, where it lives, and training augmentation."""
 
-    dataset: str = "digits"
+    dataset: str = "digits"  # a name from `djepa-bench list datasets` or imagefolder:PATH
     root: str | None = None  # default: $DJEPA_DATA_ROOT or ~/.cache/djepa-bench/data
     download: bool = False
     cache_dir: str | None = None  # default: $DJEPA_CACHE_DIR or ~/.cache/djepa-bench
-    image_size: int | None = None  # None: the dataset's native size
-    crop_scale: tuple[float, float] = (0.3, 1.0)
+    image_size: PositiveInt | None = None  # None: the dataset's native size
+    crop_scale: ScaleRange = (0.3, 1.0)
     hflip: bool = True
-    num_workers: int = 2  # DataLoader workers for large-image datasets
-    train_subset: int | None = None  # use only the first N (shuffled, seeded) training images
+    num_workers: NonNegativeInt = 2  # DataLoader workers for large-image datasets
+    train_subset: PositiveInt | None = None  # only the first N (shuffled, seeded) train images
 
 
 @dataclass
 class TrainConfig:
     """The training run itself."""
 
-    method: str = "djepa"  # ijepa | djepa
-    epochs: int = 10
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
+    method: Method = "djepa"
+    epochs: PositiveInt = 10
+    seed: NonNegativeInt = 0
+    device: DeviceName = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
     compile: bool = False
-    log_every: int = 20  # steps between log.jsonl rows
-    checkpoint_every: int = 1  # epochs between checkpoint-epNNN.pt files
-    checkpoint_every_steps: int = 0  # also write checkpoint.pt every N steps (0: off)
+    log_every: PositiveInt = 20  # steps between log.jsonl rows
+    checkpoint_every: PositiveInt = 1  # epochs between checkpoint-epNNN.pt files
+    checkpoint_every_steps: NonNegativeInt = 0  # also write checkpoint.pt every N steps (0: off)
     monitor: bool = True  # per-epoch kNN / RankMe / feature-std on a small held-out set
-    monitor_size: int = 1000
-    cpu_threads: int = 0  # torch intra-op threads when training on CPU (0: torch's default)
+    monitor_size: PositiveInt = 1000
+    cpu_threads: NonNegativeInt = 0  # torch intra-op threads on CPU (0: torch's default)
 
 
 @dataclass
 class KnnConfig:
     """k-NN protocol settings (DESIGN.md section 4)."""
 
-    k: list[int] = field(default_factory=lambda: [10, 20, 100, 200])
-    temperature: float = 0.07
-    weighting: str = "dino"  # dino (exp(s/T)) | uniform (majority vote)
-    backend: str = "auto"  # auto (FAISS when installed) | faiss | torch
+    k: Annotated[list[PositiveInt], Length(min=1)] = field(
+        default_factory=lambda: [10, 20, 100, 200]
+    )
+    temperature: PositiveFloat = 0.07
+    weighting: Literal["dino", "uniform"] = "dino"  # dino: exp(s/T); uniform: majority vote
+    backend: Literal["auto", "faiss", "torch"] = "auto"  # auto: FAISS when installed
 
 
 @dataclass
 class LinearConfig:
     """Linear-probe settings."""
 
-    lrs: list[float] = field(default_factory=lambda: [3e-3, 1e-2, 3e-2, 1e-1])
+    lrs: Annotated[list[PositiveFloat], Length(min=1)] = field(
+        default_factory=lambda: [3e-3, 1e-2, 3e-2, 1e-1]
+    )
     # Decoupled (AdamW-style) decay: lr * wd per step, so useful values are larger than L2s.
-    weight_decays: list[float] = field(default_factory=lambda: [0.0, 1e-3, 1e-2, 1e-1])
-    optimizer: str = "adamw"  # adamw | sgd
-    epochs: int = 100
-    batch_size: int = 2048  # capped so every epoch has at least 10 steps
-    val_fraction: float = 0.1
-    seed: int = 0
-    momentum: float = 0.9  # SGD only
+    weight_decays: Annotated[list[NonNegativeFloat], Length(min=1)] = field(
+        default_factory=lambda: [0.0, 1e-3, 1e-2, 1e-1]
+    )
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    epochs: PositiveInt = 100
+    batch_size: PositiveInt = 2048  # capped so every epoch has at least 10 steps
+    val_fraction: OpenFraction = 0.1
+    seed: NonNegativeInt = 0
+    momentum: Annotated[float, Range(ge=0, lt=1)] = 0.9  # SGD only
     refit: bool = True  # retrain the selected (lr, wd) on all of train before testing
 
 
@@ -164,17 +202,21 @@ class LinearConfig:
 class LowShotConfig:
     """Low-shot settings."""
 
-    shots: list[int] = field(default_factory=lambda: [1, 2, 5, 10, 25])
-    percents: list[float] = field(default_factory=list)
-    trials: int = 5
+    shots: Annotated[list[PositiveInt], Length(min=0)] = field(
+        default_factory=lambda: [1, 2, 5, 10, 25]
+    )
+    percents: list[Annotated[float, Range(gt=0, le=100)]] = field(default_factory=list)
+    trials: PositiveInt = 5
     knn: bool = True
-    knn_k: int = 20  # capped at the number of labelled images
-    cs: list[float] = field(default_factory=lambda: [1e-3, 1e-2, 1e-1, 1.0, 10.0])
-    cv_min_shots: int = 5  # pick C by stratified CV when every class has this many shots
-    default_c: float = 1.0  # C used below cv_min_shots
-    max_iter: int = 1000
-    seed: int = 0
-    n_jobs: int = 1  # parallel CV fits (scikit-learn n_jobs; -1: all cores)
+    knn_k: PositiveInt = 20  # capped at the number of labelled images
+    cs: Annotated[list[PositiveFloat], Length(min=1)] = field(
+        default_factory=lambda: [1e-3, 1e-2, 1e-1, 1.0, 10.0]
+    )
+    cv_min_shots: Annotated[int, Range(ge=2)] = 5  # pick C by stratified CV from this many
+    default_c: PositiveFloat = 1.0  # C used below cv_min_shots
+    max_iter: PositiveInt = 1000
+    seed: NonNegativeInt = 0
+    n_jobs: Annotated[int, Range(ge=-1)] = 1  # parallel CV fits (scikit-learn; -1: all cores)
 
 
 @dataclass
@@ -182,13 +224,15 @@ class RobustnessConfig:
     """Robustness settings."""
 
     corruptions: str = "all"  # all | common | extra | noise,blur,weather,digital | names
-    severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
-    params: str = "auto"  # auto | cifar | imagenet
-    seed: int = 0
+    severities: Annotated[list[Annotated[int, Range(ge=1, le=5)]], Length(min=1)] = field(
+        default_factory=lambda: [1, 2, 3, 4, 5]
+    )
+    params: Literal["auto", "cifar", "imagenet"] = "auto"
+    seed: NonNegativeInt = 0
     baseline: str | None = None  # run dir (or robustness.jsonl) whose errors normalise CE
-    test_subset: int | None = None
-    classifiers: str = "linear,knn"
-    knn_k: int = 20  # the k whose top-1 is recorded
+    test_subset: PositiveInt | None = None
+    classifiers: str = "linear,knn"  # linear and/or knn, comma-separated
+    knn_k: PositiveInt = 20  # the k whose top-1 is recorded
     official: str | None = None  # CIFAR-10-C / ImageNet-C folder: read instead of generating
 
 
@@ -196,32 +240,37 @@ class RobustnessConfig:
 class DenoisingConfig:
     """Denoising-diagnostics settings."""
 
-    num_levels: int = 10  # levels strictly inside the schedule; t=0 and t=T-1 are added
-    steps: list[int] = field(default_factory=lambda: [1, 5, 10, 25])
-    samples: int = 8  # DDIM samples per target block
-    eta: float = 0.0  # DDIM stochasticity (0: deterministic given z_T)
-    num_images: int = 1000  # test images for the per-noise-level errors
-    sampling_images: int = 256  # test images for multi-step sampling (K x S predictor passes)
-    batch_size: int = 128
-    seed: int = 0  # fixes the masks, the noise and the sampler
+    num_levels: PositiveInt = 10  # levels strictly inside the schedule; t=0 and T-1 added
+    steps: Annotated[list[PositiveInt], Length(min=1)] = field(
+        default_factory=lambda: [1, 5, 10, 25]
+    )
+    samples: Annotated[int, Range(ge=2)] = 8  # DDIM samples per target block (spread needs 2)
+    eta: Probability = 0.0  # DDIM stochasticity (0: deterministic given z_T)
+    num_images: PositiveInt = 1000  # test images for the per-noise-level errors
+    sampling_images: PositiveInt = 256  # test images for multi-step sampling
+    batch_size: PositiveInt = 128
+    seed: NonNegativeInt = 0  # fixes the masks, the noise and the sampler
 
 
 @dataclass
 class RepresentationConfig:
     """Label-free representation metrics settings."""
 
-    num_images: int = 10000
-    alpha_fit_range: tuple[int, int] = (1, 100)
+    num_images: Annotated[int, Range(ge=2)] = 10000
+    alpha_fit_range: Annotated[tuple[PositiveInt, PositiveInt], Ascending()] = (1, 100)
 
 
 @dataclass
 class EvalConfig:
     """Settings shared by all protocols, and each protocol's own section."""
 
-    encoder: str = "target"  # target | context
-    pool: str = "mean"  # mean | last4
-    batch_size: int = 256
-    device: str = "auto"
+    # The named evaluation preset these settings came from (djepa_bench/presets/eval), or
+    # NAME+overrides when --set changed what is measured; recorded in every result record.
+    preset: str | None = None
+    encoder: Literal["target", "context"] = "target"
+    pool: Literal["mean", "last4"] = "mean"
+    batch_size: PositiveInt = 256
+    device: DeviceName = "auto"
     cache: bool = True
     cache_dir: str | None = None  # feature cache; default <DJEPA_CACHE_DIR>/features
     knn: KnnConfig = field(default_factory=KnnConfig)
@@ -246,17 +295,12 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
-def _field_types(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-
-
 def _valid_keys(cls: type, prefix: str = "") -> list[str]:
     keys = []
-    for name, tp in _field_types(cls).items():
+    for name, tp in field_types(cls).items():
         full = f"{prefix}{name}"
         keys.append(full)
-        if dataclasses.is_dataclass(tp):
+        if is_section(tp):
             keys.extend(_valid_keys(tp, full + "."))
     return keys
 
@@ -274,89 +318,48 @@ def _sections(root: type) -> str:
     return ", ".join(f.name for f in dataclasses.fields(root))
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def coerce(value: Any, tp: Any, key: str) -> Any:
-    """Return `value` converted to type `tp`, or raise a UserError naming `key`."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return coerce(value, arg, key)
-            except UserError as err:
-                errors.append(err)
-        raise UserError(f"config key '{key}' expects {_describe(tp)}, got {value!r}")
-    if origin in (list, tuple):
-        if isinstance(value, (int, float, str)) and not isinstance(value, bool) and origin is list:
-            value = [value]
-        if not isinstance(value, (list, tuple)):
-            raise UserError(f"config key '{key}' expects {_describe(tp)}, got {value!r}")
-        if origin is tuple:
-            if len(args) == 2 and args[1] is Ellipsis:
-                return tuple(coerce(v, args[0], key) for v in value)
-            if len(value) != len(args):
-                raise UserError(
-                    f"config key '{key}' expects {len(args)} values like {_describe(tp)}, "
-                    f"got {value!r}"
-                )
-            return tuple(coerce(v, a, key) for v, a in zip(value, args, strict=True))
-        return [coerce(v, args[0], key) for v in value]
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise UserError(f"config key '{key}' expects true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise UserError(f"config key '{key}' expects an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise UserError(f"config key '{key}' expects a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise UserError(f"config key '{key}' expects a string, got {value!r}")
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise UserError(f"config key '{key}' is a section; set its fields as '{key}.FIELD'")
-        return from_dict(tp, value, prefix=key + ".")
-    return value
-
-
-def _describe(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join("null" if a is type(None) else _describe(a) for a in args)
-    if origin is list:
-        return f"a list of {_describe(args[0])}"
-    if origin is tuple:
-        return "[" + ", ".join(_describe(a) for a in args) + "]"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
-        tp, _type_name(tp)
-    )
-
-
 def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
-    """Build dataclass `cls` from a nested dict, checking every key and type."""
-    types_ = _field_types(cls)
+    """Build dataclass `cls` from a nested dict, checking every key, type and range."""
+    types_ = field_types(cls)
     kwargs = {}
     for key, value in data.items():
         if key not in types_:
             raise _unknown_key_error(f"{prefix}{key}", Config if prefix else cls)
-        kwargs[key] = coerce(value, types_[key], f"{prefix}{key}")
-    return cls(**kwargs)
+        kwargs[key] = coerce(value, types_[key], f"{prefix}{key}", from_dict)
+    built = cls(**kwargs)
+    if cls is Config:
+        check_consistency(built)
+    return built
+
+
+def encoder_dims(model_cfg: ModelConfig) -> tuple[int, int, int]:
+    """(width, depth, heads) of the configured encoder size with explicit overrides applied."""
+    width, depth, heads = ENCODER_SIZES[model_cfg.size]
+    return model_cfg.embed_dim or width, model_cfg.depth or depth, model_cfg.num_heads or heads
+
+
+def check_consistency(cfg: Config) -> None:
+    """Checks between fields (each field's own type and range are checked as it is read)."""
+    m, o = cfg.model, cfg.optim
+    width, _, heads = encoder_dims(m)
+    if width % heads:
+        raise UserError(
+            f"model width {width} is not divisible by {heads} heads; set model.num_heads"
+        )
+    if m.predictor_dim % m.predictor_heads:
+        raise UserError(
+            f"model.predictor_dim {m.predictor_dim} is not divisible by model.predictor_heads "
+            f"{m.predictor_heads}"
+        )
+    if o.min_lr > o.lr:
+        raise UserError(f"optim.min_lr {o.min_lr:g} is above optim.lr {o.lr:g}; lower min_lr")
+    if o.ema_start > o.ema_end:
+        raise UserError(
+            f"optim.ema_start {o.ema_start:g} is above optim.ema_end {o.ema_end:g}; the EMA "
+            "momentum rises during training"
+        )
+    if not cfg.eval.lowshot.shots and not cfg.eval.lowshot.percents:
+        raise UserError("eval.lowshot needs shots or percents; e.g. eval.lowshot.shots=[1,5]")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -399,14 +402,15 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         cls: Any = Config
         node = data
         for i, part in enumerate(parts):
-            types_ = _field_types(cls)
+            types_ = field_types(cls)
             if part not in types_:
                 raise _unknown_key_error(key, Config)
             tp = types_[part]
             if i == len(parts) - 1:
-                node[part] = coerce(value, tp, key)
+                checked = coerce(value, tp, key, from_dict)
+                node[part] = to_dict(checked) if is_section(tp) else checked
             else:
-                if not dataclasses.is_dataclass(tp):
+                if not is_section(tp):
                     raise _unknown_key_error(key, Config)
                 node = node.setdefault(part, {})
                 cls = tp

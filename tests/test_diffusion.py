@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from djepa_bench.config import DiffusionConfig, ModelConfig
+from djepa_bench.config import DiffusionConfig, ModelConfig, build_config
 from djepa_bench.errors import UserError
 from djepa_bench.models import build_encoder, build_predictor, build_schedule, ddim_sample_targets
 
@@ -78,6 +78,6 @@ def test_ddim_sample_targets_shape_and_determinism():
     assert not torch.allclose(a, c)
 
 
-def test_unknown_schedule_is_user_error():
-    with pytest.raises(UserError, match="schedule"):
-        build_schedule(DiffusionConfig(schedule="sigmoid"))
+def test_unknown_schedule_is_refused_when_the_config_is_built():
+    with pytest.raises(UserError, match="'diffusion.schedule' must be one of cosine, linear"):
+        build_config(overrides=["diffusion.schedule=sigmoid"])

@@ -79,7 +79,10 @@ def test_list_protocols_names_the_core_three(run_cli):
         (["--model", "pixels", "--out", "x", "--set", "eval.knn.kk=3"], "unknown config key"),
         (["--ckpt", "/no/such/run"], "not found"),
         (["--model", "pixels", "--out", "x", "--pretrained"], "timm"),
-        (["--model", "pixels", "--out", "x", "--dataset", "digits", "--pool", "max"], "--pool"),
+        (
+            ["--model", "pixels", "--out", "x", "--dataset", "digits", "--pool", "max"],
+            "'eval.pool' must be one of",
+        ),
     ],
 )
 def test_bad_input_is_one_line_error(run_cli, tmp_path, args, message):

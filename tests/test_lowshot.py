@@ -74,9 +74,13 @@ def test_protocol_records_every_trial_for_both_classifiers(tmp_path):
 
 
 def test_empty_sizes_are_a_user_error(tmp_path):
-    subject = load_subject(
-        model="pixels",
-        overrides=["data.dataset=digits", f"eval.cache_dir={tmp_path}", "eval.lowshot.shots=[]"],
-    )
-    with pytest.raises(UserError, match="empty"):
-        run_lowshot(build_context(subject))
+    # Refused when the config is built, before any feature is extracted.
+    with pytest.raises(UserError, match="needs shots or percents"):
+        load_subject(
+            model="pixels",
+            overrides=[
+                "data.dataset=digits",
+                f"eval.cache_dir={tmp_path}",
+                "eval.lowshot.shots=[]",
+            ],
+        )

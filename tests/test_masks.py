@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from djepa_bench.config import MaskConfig
+from djepa_bench.config import MaskConfig, build_config
 from djepa_bench.errors import UserError
 from djepa_bench.masks import MultiBlockMasker, block_size
 
@@ -108,6 +108,6 @@ def test_block_size_never_exceeds_grid():
         assert 1 <= h <= 8 and 1 <= w <= 8
 
 
-def test_unknown_batching_mode_is_a_user_error():
-    with pytest.raises(UserError, match="context_batching"):
-        MultiBlockMasker(8, MaskConfig(context_batching="crop"))
+def test_unknown_batching_mode_is_refused_when_the_config_is_built():
+    with pytest.raises(UserError, match="context_batching' must be one of pad, truncate"):
+        build_config(overrides=["mask.context_batching=crop"])

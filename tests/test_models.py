@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from djepa_bench.config import ModelConfig
+from djepa_bench.config import ModelConfig, build_config
 from djepa_bench.errors import UserError
 from djepa_bench.models import ENCODER_SIZES, build_encoder, build_predictor
 
@@ -147,10 +147,9 @@ def test_group_modulation_matches_per_token_adaln_and_spares_leading_tokens():
 
 
 def test_bad_sizes_are_user_errors():
-    with pytest.raises(UserError, match="model.size"):
-        build_encoder(ModelConfig(size="huge"), 32, 3)
-    with pytest.raises(UserError, match="patch_size"):
+    with pytest.raises(UserError, match="'model.size' must be one of nano, tiny"):
+        build_config(overrides=["model.size=huge"])
+    with pytest.raises(UserError, match="patch_size"):  # depends on the data's image size
         build_encoder(ModelConfig(size="nano", patch_size=5), 32, 3)
-    encoder = build_encoder(SMALL, 16, 3)
-    with pytest.raises(UserError, match="method"):
-        build_predictor(SMALL, encoder, "mae")
+    with pytest.raises(UserError, match="'train.method' must be one of ijepa, djepa"):
+        build_config(overrides=["train.method=mae"])

@@ -119,16 +119,8 @@ class DiffusionSchedule:
 
 def build_schedule(diffusion_cfg: DiffusionConfig) -> DiffusionSchedule:
     """The schedule named by diffusion_cfg.schedule with diffusion_cfg.timesteps levels."""
-    if diffusion_cfg.timesteps < 2:
-        raise UserError(f"diffusion.timesteps must be at least 2, got {diffusion_cfg.timesteps}")
-    if diffusion_cfg.schedule == "cosine":
-        abar = cosine_alphas_cumprod(diffusion_cfg.timesteps)
-    elif diffusion_cfg.schedule == "linear":
-        abar = linear_alphas_cumprod(diffusion_cfg.timesteps)
-    else:
-        raise UserError(
-            f"unknown diffusion.schedule '{diffusion_cfg.schedule}'; use cosine or linear"
-        )
+    make = {"cosine": cosine_alphas_cumprod, "linear": linear_alphas_cumprod}
+    abar = make[diffusion_cfg.schedule](diffusion_cfg.timesteps)
     return DiffusionSchedule(abar, diffusion_cfg.schedule)
 
 

@@ -13,7 +13,7 @@ from timm.layers import PatchEmbed
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from djepa_bench.config import ModelConfig
+from djepa_bench.config import ModelConfig, encoder_dims
 from djepa_bench.errors import UserError
 from djepa_bench.models.common import (
     gather_tokens,
@@ -22,13 +22,6 @@ from djepa_bench.models.common import (
     rescale_residual_branches,
     sincos_pos_embed,
 )
-
-ENCODER_SIZES = {
-    "nano": (128, 6, 4),
-    "tiny": (192, 12, 3),
-    "small": (384, 12, 6),
-    "base": (768, 12, 12),
-}  # (width, depth, heads)
 
 
 class VisionEncoder(nn.Module):
@@ -101,22 +94,6 @@ class VisionEncoder(nn.Module):
             if i >= len(self.blocks) - n:
                 outputs.append(self.norm(tokens))
         return outputs
-
-
-def encoder_dims(model_cfg: ModelConfig) -> tuple[int, int, int]:
-    """(width, depth, heads) of the configured encoder size with explicit overrides applied."""
-    if model_cfg.size not in ENCODER_SIZES:
-        names = ", ".join(ENCODER_SIZES)
-        raise UserError(f"unknown model.size '{model_cfg.size}'; choose one of {names}")
-    width, depth, heads = ENCODER_SIZES[model_cfg.size]
-    width = model_cfg.embed_dim or width
-    depth = model_cfg.depth or depth
-    heads = model_cfg.num_heads or heads
-    if width % heads:
-        raise UserError(
-            f"model width {width} is not divisible by {heads} heads; set model.num_heads"
-        )
-    return width, depth, heads
 
 
 def build_encoder(model_cfg: ModelConfig, img_size: int, in_chans: int) -> VisionEncoder:

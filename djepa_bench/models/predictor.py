@@ -27,7 +27,6 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from djepa_bench.config import ModelConfig
-from djepa_bench.errors import UserError
 from djepa_bench.models.common import (
     gather_tokens,
     init_weights,
@@ -240,13 +239,6 @@ class Predictor(nn.Module):
 
 def build_predictor(model_cfg: ModelConfig, encoder: nn.Module, method: str) -> Predictor:
     """Build the predictor for `encoder`: with diffusion conditioning when method is djepa."""
-    if method not in METHODS:
-        raise UserError(f"unknown method '{method}'; use ijepa or djepa")
-    if model_cfg.predictor_dim % model_cfg.predictor_heads:
-        raise UserError(
-            f"model.predictor_dim {model_cfg.predictor_dim} is not divisible by "
-            f"model.predictor_heads {model_cfg.predictor_heads}"
-        )
     return Predictor(
         grid_size=encoder.grid_size,
         encoder_dim=encoder.embed_dim,
