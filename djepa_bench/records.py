@@ -17,7 +17,7 @@ from djepa_bench.errors import UserError
 
 RECORD_FIELDS = (
     "run", "method", "seed", "checkpoint_sha256", "dataset", "split", "protocol", "metric",
-    "value", "params", "time_s", "created", "version",
+    "value", "params", "eval_preset", "time_s", "created", "version",
 )  # fmt: skip
 
 
@@ -58,6 +58,7 @@ def make_record(
     value: float,
     params: dict[str, Any] | None = None,
     time_s: float = 0.0,
+    eval_preset: str | None = None,
 ) -> dict[str, Any]:
     """One tidy result record with every field of DESIGN.md section 3."""
     return {
@@ -71,6 +72,7 @@ def make_record(
         "metric": metric,
         "value": _plain(value),
         "params": _plain(params or {}),
+        "eval_preset": eval_preset,
         "time_s": round(float(time_s), 4),
         "created": now_iso(),
         "version": __version__,

@@ -102,6 +102,7 @@ class EvalContext:
         return make_record(
             self.identity, dataset=self.dataset, split=split, protocol=protocol,
             metric=metric, value=value, params=params, time_s=time_s,
+            eval_preset=self.config.eval.preset,
         )  # fmt: skip
 
     def linear_probe(self) -> LinearProbe:

@@ -16,14 +16,6 @@ import typer
 from djepa_bench.errors import UserError
 
 METHODS = ("ijepa", "djepa")
-# Lighter evaluation for the default digits demo so it stays a few minutes on 2 cores;
-# --eval-set values come after these and win. Other presets get the protocols' defaults.
-QUICK_EVAL = [
-    "eval.robustness.severities=[1,3,5]",
-    "eval.denoising.steps=[1,5,10]",
-    "eval.denoising.sampling_images=64",
-    "eval.lowshot.trials=3",
-]
 
 
 def _stage(message: str) -> None:
@@ -96,12 +88,18 @@ def demo_command(
     overrides: list[str] = typer.Option(
         None, "--set", "-s", help="Training config override, e.g. --set model.depth=2."
     ),
+    eval_preset: str = typer.Option(
+        None,
+        "--eval-preset",
+        "-E",
+        help="Named evaluation preset (`djepa-bench list presets`); default: quick for the "
+        "demo preset, paper for any other.",
+    ),
     eval_overrides: list[str] = typer.Option(
         None,
         "--eval-set",
-        help="Evaluation override, e.g. --eval-set eval.lowshot.trials=2 (repeatable). With"
-        " the demo preset these come after a quick set (severities 1,3,5; DDIM steps 1,5,10"
-        " on 64 images; 3 low-shot trials).",
+        help="Evaluation override on top of the evaluation preset, e.g. --eval-set "
+        "eval.lowshot.trials=2 (repeatable); records then say PRESET+overrides.",
     ),
     protocols: str = typer.Option(
         "all", "--protocols", help="Protocols to run (comma list or all)."
@@ -113,9 +111,13 @@ def demo_command(
     interrupted demo: finished runs and evaluations in --out are reused.
     """
     from djepa_bench.commands.eval_cmd import _protocol_names
+    from djepa_bench.presets import eval_preset_overrides
     from djepa_bench.reports.build import build_report
 
     names = _protocol_names(protocols)
+    eval_set = eval_preset_overrides(
+        eval_preset or ("quick" if preset == "demo" else "paper"), list(eval_overrides or [])
+    )
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a folder; choose another path")
     runs, floors, report_dir = out / "runs", out / "floors", out / "report"
@@ -123,7 +125,6 @@ def demo_command(
 
     run_dirs = _train_all(preset, list(range(seeds)), epochs, list(overrides or []), runs)
 
-    eval_set = [*(QUICK_EVAL if preset == "demo" else []), *(eval_overrides or [])]
     jobs = [({"ckpt": d}, d / "results", d.name) for d in run_dirs]
     # The floors share the runs' data and encoder shape (the preset's model section).
     floor_set = [f"data.dataset={_run_dataset(run_dirs[0])}", *list(overrides or []), *eval_set]

@@ -116,6 +116,14 @@ def eval_command(
     data_root: Path = typer.Option(
         None, "--data-root", help="Folder holding the dataset files (e.g. ../shared/data)."
     ),
+    eval_preset: str = typer.Option(
+        "paper",
+        "--eval-preset",
+        "-E",
+        help="Named evaluation preset: paper (the full protocols) or quick (minutes on a "
+        "CPU); see `djepa-bench list presets`. --set values apply on top, and the records "
+        "then say NAME+overrides.",
+    ),
     overrides: list[str] = typer.Option(
         None,
         "--set",
@@ -189,9 +197,10 @@ def eval_command(
             "eval.robustness.baseline": str(baseline) if baseline else None,
         }
     )  # fmt: skip
-    subject = load_subject(
-        ckpt, model, list(overrides or []) + flags, pretrained=pretrained, weights=weights
-    )
+    from djepa_bench.presets import eval_preset_overrides
+
+    settings = eval_preset_overrides(eval_preset, list(overrides or []) + flags)
+    subject = load_subject(ckpt, model, settings, pretrained=pretrained, weights=weights)
     cfg = subject.config
     info = setup_distributed(cfg.eval.device)
     dev, distributed, rank0 = info.device, info.distributed, info.is_main

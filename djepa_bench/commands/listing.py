@@ -23,9 +23,18 @@ def list_command(
         rows = [(name, spec.description) for name, spec in DATASETS.items()]
         rows.append(("imagefolder:<path>", "your own images: <path>/train/<class>/*, <path>/test/"))
     elif what is Listable.presets:
-        from djepa_bench.presets import preset_description, preset_names
+        from djepa_bench.presets import (
+            eval_preset_description,
+            eval_preset_names,
+            preset_description,
+            preset_names,
+        )
 
-        rows = [(name, preset_description(name)) for name in preset_names()]
+        rows = [(name, f"train: {preset_description(name)}") for name in preset_names()]
+        rows += [
+            (name, f"eval (--eval-preset): {eval_preset_description(name)}")
+            for name in eval_preset_names()
+        ]
     else:
         from djepa_bench.eval_protocols.registry import protocols
 
