@@ -1,7 +1,9 @@
 """The `djepa-bench` command line: one Typer app whose subcommands live in djepa_bench.commands.
 
 Every module in `djepa_bench.commands` exposes `register(app)`; this file collects them
-and turns a UserError into one line on stderr with exit status 2, never a traceback.
+and turns a UserError into one line on stderr with exit status 2, never a traceback. An
+OSError that escapes the commands' own checks (a full disk, a read-only folder) is a
+problem of the user's environment too: one line with its path and cause, exit 2.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import typer
 
 from djepa_bench import __version__, commands
 from djepa_bench.errors import UserError
+from djepa_bench.io import describe_os_error
 
 app = typer.Typer(
     name="djepa-bench",
@@ -61,6 +64,9 @@ def main(argv: list[str] | None = None) -> None:
         app(args=argv, prog_name="djepa-bench")
     except UserError as err:
         typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    except OSError as err:
+        typer.echo(f"error: {describe_os_error(err)}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)

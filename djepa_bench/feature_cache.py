@@ -21,6 +21,7 @@ from djepa_bench.data import ImageSplit, default_cache_dir
 from djepa_bench.data.cache import cache_key
 from djepa_bench.encoders import Encoder
 from djepa_bench.features import extract_features, iter_features
+from djepa_bench.io import os_errors
 
 
 def default_feature_cache_dir() -> Path:
@@ -160,7 +161,15 @@ def _is_rank0() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
+_NO_CACHE_HINT = "or evaluate with --no-cache"
+
+
 def _write_whole(path: Path, feats: torch.Tensor) -> None:
+    with os_errors(path, "write the feature cache entry", _NO_CACHE_HINT):
+        _write_whole_unchecked(path, feats)
+
+
+def _write_whole_unchecked(path: Path, feats: torch.Tensor) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npy", dir=path.parent)
     os.close(fd)
@@ -173,6 +182,11 @@ def _write_whole(path: Path, feats: torch.Tensor) -> None:
 
 def _extract_to_file(encode, split: ImageSplit, path: Path, kwargs: dict) -> torch.Tensor:
     """Stream features batch by batch into a memory-mapped .npy, then rename it into place."""
+    with os_errors(path, "write the feature cache entry", _NO_CACHE_HINT):
+        return _extract_to_file_unchecked(encode, split, path, kwargs)
+
+
+def _extract_to_file_unchecked(encode, split: ImageSplit, path: Path, kwargs: dict) -> torch.Tensor:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npy", dir=path.parent)
     os.close(fd)

@@ -386,3 +386,34 @@ def load_baseline(
             f"test images, this run on {test_images}; CE compares different image sets"
         )
     return accuracy, clean, run_name
+
+
+def check_baseline(ctx: EvalContext) -> None:
+    """Check eval.robustness.baseline before any corruption is run (the eval command calls it).
+
+    The baseline file must exist and hold, for every classifier, robustness records on
+    this dataset with the parameter set and source this run will use, for at least one of
+    the (corruption, severity) pairs asked for; otherwise a one-line UserError now, not
+    after all corruptions ran.
+    """
+    cfg = ctx.config.eval.robustness
+    if not cfg.baseline:
+        return
+    test = ctx.splits["test"]
+    official = bool(cfg.official)
+    param_set = "official" if official else resolve_param_set(cfg.params, test.image_size)
+    source = "official" if official else "generated"
+    n_images = len(test) if cfg.test_subset is None else min(cfg.test_subset, len(test))
+    wanted = {
+        (c, s)
+        for c in resolve_corruptions(cfg.corruptions)
+        for s in resolve_severities(cfg.severities)
+    }
+    baseline = Path(cfg.baseline)
+    for name in parse_classifiers(cfg.classifiers):
+        accuracy, _, _ = load_baseline(baseline, ctx.dataset, name, param_set, source, n_images)
+        if not wanted & set(accuracy):
+            raise UserError(
+                f"baseline {baseline} has no {name} robustness records for the corruptions and "
+                "severities asked for here; evaluate the baseline on them first"
+            )

@@ -10,6 +10,8 @@ import json
 import math
 import os
 import sys
+import tempfile
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +20,8 @@ from typing import Any
 import typer
 
 from djepa_bench.errors import UserError
+from djepa_bench.io import os_errors
+from djepa_bench.records import append_records
 
 DISPLAY_KEYS = (
     "shots", "percent", "classifier", "k", "corruption", "severity", "noise_t", "estimator",
@@ -202,14 +206,19 @@ def eval_command(
     settings = eval_preset_overrides(eval_preset, list(overrides or []) + flags)
     subject = load_subject(ckpt, model, settings, pretrained=pretrained, weights=weights)
     cfg = subject.config
+    results = Path(out) if out else subject.run_dir / "results"
+    check_results_dir(results, names)  # outputs are checked before any work, not after it
     info = setup_distributed(cfg.eval.device)
     dev, distributed, rank0 = info.device, info.distributed, info.is_main
-    results = Path(out) if out else subject.run_dir / "results"
 
     ctx = build_context(
         subject, device=dev, log=_log, progress=sys.stderr.isatty() and rank0,
         distributed=distributed,
     )  # fmt: skip
+    if "robustness" in names:
+        from djepa_bench.eval_protocols.robustness import check_baseline
+
+        check_baseline(ctx)  # a wrong --baseline fails now, not after every corruption ran
     splits, enc, features = ctx.splits, ctx.encoder, ctx.features
     _log(
         f"eval {subject.identity.run} ({subject.kind}, encoder={enc.which}, pool={enc.pool}) "
@@ -226,23 +235,73 @@ def eval_command(
     print_table(run_protocols(ctx, names, results, _log))
 
 
+def check_results_dir(results: Path, names: list[str]) -> None:
+    """Fail now, with one line, if records could not be appended to RESULTS/<protocol>.jsonl.
+
+    The folder is created if needed and a file is created in it and removed again (file
+    permissions do not tell: root ignores them, a read-only mount does not).
+    """
+    if results.exists() and not results.is_dir():
+        raise UserError(f"{results} is a file, not a folder for records; give another --out")
+    with os_errors(results, "write records into"):
+        results.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-check-", dir=results)
+        os.close(fd)
+        os.unlink(probe)
+    for name in names:
+        target = results / f"{name}.jsonl"
+        if target.exists() and not target.is_file():
+            raise UserError(f"{target} is not a file; move it away so records can go there")
+
+
+def keep_records(records: list[dict[str, Any]], name: str) -> str:
+    """Save records whose results file could not be written; returns where they went.
+
+    Tried in turn: the temp folder, the current folder, the home folder; as a last resort
+    the records are printed on stdout.
+    """
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    for folder in (Path(tempfile.gettempdir()), Path.cwd(), Path.home()):
+        path = folder / f"djepa-bench-unsaved-{name}-{stamp}-{os.getpid()}.jsonl"
+        try:
+            append_records(path, records)
+        except UserError:
+            continue
+        return str(path)
+    for record in records:
+        typer.echo(json.dumps(record, sort_keys=True))
+    return "stdout (above)"
+
+
 def run_protocols(
     ctx: Any, names: list[str], results: Path, log: Callable[[str], None] = _log
 ) -> list[dict[str, Any]]:
-    """Run each protocol on `ctx`, appending its records to RESULTS/<protocol>.jsonl."""
+    """Run each protocol on `ctx`, appending its records to RESULTS/<protocol>.jsonl.
+
+    If an append fails after the work (a full disk, a folder gone read-only), its records
+    are kept in a fallback file (see keep_records) and the error says where.
+    """
     from djepa_bench.eval_protocols.base import ProtocolSkipped
     from djepa_bench.eval_protocols.registry import get_protocol
-    from djepa_bench.records import append_records
 
     written: list[dict[str, Any]] = []
-    for name in names:
+    for number, name in enumerate(names):
         try:
             records = get_protocol(name).run(ctx)
         except ProtocolSkipped as why:
             log(f"{name}: skipped ({why})")
             continue
         path = results / f"{name}.jsonl"
-        append_records(path, records)
+        try:
+            append_records(path, records)
+        except UserError as err:
+            kept = keep_records(records, name)
+            rest = names[number + 1 :]
+            not_run = f"; not run: {', '.join(rest)}" if rest else ""
+            raise UserError(
+                f"{err}; its {len(records)} {name} records are kept in {kept} (append them to "
+                f"{path} once it can be written){not_run}"
+            ) from None
         log(f"{name}: {len(records)} records appended to {path}")
         written.extend(records)
     return written

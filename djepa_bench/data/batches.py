@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 from djepa_bench.data.augment import random_hflip, random_resized_crop, resize, to_normalised_float
 from djepa_bench.data.folder import image_to_uint8_tensor, read_image
 from djepa_bench.data.split import ImageSplit
+from djepa_bench.errors import UserError
 
 
 def split_to_device(split: ImageSplit, device: torch.device | str) -> ImageSplit:
@@ -88,6 +89,7 @@ class _FileDataset(Dataset):
         self.files = split.files
         self.labels = split.labels
         self.channels = split.channels
+        self.size = size
         if train:
             steps = [v2.RandomResizedCrop(size, scale=crop_scale, antialias=True)]
             if hflip:
@@ -100,8 +102,15 @@ class _FileDataset(Dataset):
         return len(self.files)
 
     def __getitem__(self, i: int):
-        image = image_to_uint8_tensor(read_image(self.files[i], self.channels))
-        return self.transform(image), self.labels[i]
+        # A worker's exception reaches the main process wrapped in its traceback text, so
+        # an unreadable file comes back as data (a blank image and the one-line reason) and
+        # the main process raises it (see _folder_batches).
+        try:
+            image = image_to_uint8_tensor(read_image(self.files[i], self.channels))
+        except UserError as err:
+            blank = torch.zeros(self.channels, self.size, self.size, dtype=torch.uint8)
+            return blank, self.labels.new_full((), -1), str(err)
+        return self.transform(image), self.labels[i], ""
 
 
 def _folder_batches(
@@ -117,6 +126,9 @@ def _folder_batches(
         pin_memory=torch.device(device).type == "cuda",
         persistent_workers=False,
     )
-    for images, labels in loader:
+    for images, labels, errors in loader:
+        failed = next((e for e in errors if e), None)
+        if failed is not None:
+            raise UserError(failed)
         images = images.to(device, non_blocking=True).float()
         yield to_normalised_float(images, split.mean, split.std), labels.to(device)

@@ -14,9 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from djepa_bench.data.cache import cache_key, default_cache_dir, default_data_root
-from djepa_bench.data.folder import load_folder_tensor
+from djepa_bench.data.folder import class_folders, load_folder_tensor
 from djepa_bench.data.split import ImageSplit
 from djepa_bench.errors import UserError
+from djepa_bench.io import describe_os_error, os_errors
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -131,10 +132,14 @@ def _torchvision(spec: DatasetSpec, split: str, root: Path, download: bool, buil
         if "not found" in str(err).lower() or "download" in str(err).lower():
             raise _missing(spec, root, looked_for) from None
         raise
-    except OSError as err:
+    except FileNotFoundError:
         if download:
-            raise UserError(f"{spec.name}: download failed ({err}); check the network") from None
+            raise
         raise _missing(spec, root, looked_for) from None
+    except OSError as err:
+        if download and err.filename is None:  # a network error, not one of a local file
+            raise UserError(f"{spec.name}: download failed ({err}); check the network") from None
+        raise UserError(describe_os_error(err, doing="read")) from None
 
 
 def _cifar_jpeg_dir(root: Path, cache: Path) -> Path | None:
@@ -149,10 +154,11 @@ def _cifar_jpeg_dir(root: Path, cache: Path) -> Path | None:
     target = cache / "extracted" / f"cifar10-jpeg-{cache_key(archive.resolve(), stat.st_size)}"
     done = target / ".complete"
     if not done.exists():
-        target.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(archive) as tar:
-            tar.extractall(target, filter="data")
-        done.touch()
+        with os_errors(target, f"extract {archive} into"):
+            target.mkdir(parents=True, exist_ok=True)
+            with tarfile.open(archive) as tar:
+                tar.extractall(target, filter="data")
+            done.touch()
     return target / "cifar10"
 
 
@@ -162,7 +168,7 @@ def _load_cifar10(spec: DatasetSpec, split: str, root: Path, download: bool, cac
         jpeg_dir = _cifar_jpeg_dir(root, cache)
         if jpeg_dir is not None:
             images, _, classes, labels, _ = load_folder_tensor(
-                jpeg_dir / split, "cifar10", split, cache
+                jpeg_dir / split, "cifar10", split, cache, classes=CIFAR10_CLASSES
             )
             return _split(spec, split, images, labels, classes, str(jpeg_dir))
     from torchvision.datasets import CIFAR10
@@ -229,7 +235,7 @@ def _load_svhn(spec: DatasetSpec, split: str, root: Path, download: bool, cache:
 def _read_idx(path: Path) -> np.ndarray:
     """Read an idx(.gz) file of the original MNIST/Fashion-MNIST release."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
+    with os_errors(path, "read"), opener(path, "rb") as fh:
         data = fh.read()
     ndim = data[3]
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
@@ -331,7 +337,11 @@ def _load_imagefolder(path: Path, split: str, cache: Path) -> ImageSplit:
     if not split_dir.is_dir():
         raise UserError(f"image folder {path} has no '{split}/' subfolder (nor 'val/' for test)")
     name = IMAGEFOLDER_PREFIX + str(path)
-    images, files, classes, labels, size = load_folder_tensor(split_dir, path.name, split, cache)
+    # One class index for both splits, the training split's: test labels mean the same.
+    train_classes = class_folders(path / "train") if (path / "train").is_dir() else None
+    images, files, classes, labels, size = load_folder_tensor(
+        split_dir, path.name, split, cache, classes=train_classes
+    )
     if images is None:
         channels, mean, std = 3, IMAGENET_MEAN, IMAGENET_STD
     else:
