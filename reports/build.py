@@ -279,7 +279,7 @@ def _signature_notes(headline: pd.DataFrame, deltas: pd.DataFrame, grouping) -> 
         rows = "; ".join(f"{grouping.label(r.key)} ({r.signature})" for r in part.itertuples())
         notes.append(
             f"{column}: {rows} measured under another setting than the other rows ({ref_sig}); "
-            "not bolded, paired or compared with them"
+            "not bolded against, paired or compared with them"
         )
     for r in headline.itertuples():
         if str(r.signature).startswith("mixed"):
@@ -358,9 +358,9 @@ def _markdown(c: _Context) -> str:
             "fewer seeds than its row). **Bold**: best mean in the column among rows measured "
             "alike"
             + (" per dataset" if "dataset" in grouping.group_by else "")
-            + f"; {render.APART_MARK}: measured under another setting than the column's other "
-            "rows (e.g. another embedding dimension for RankMe), compared with none of them. "
-            "↑ higher is better, ↓ lower is better."
+            + f"; {render.APART_MARK}: measured under another setting than the column's "
+            "reference row (the baseline's; e.g. another embedding dimension for RankMe), so "
+            "compared only with rows measured alike. ↑ higher is better, ↓ lower is better."
         )
         lines.append("")
         lines += [f"- *{col.name}* (`{col.id}`): {col.description}" for col in c.columns] + [""]

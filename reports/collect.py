@@ -247,11 +247,15 @@ def row_names(records: pd.DataFrame) -> pd.Series:
 
 
 def _run_keys(records: pd.DataFrame) -> pd.Series:
-    """One id per evaluated subject: its folder, plus run name and seed where a folder
-    (an `eval --out` folder) holds several subjects."""
-    subjects = records.groupby("run_dir")[["run", "seed"]].apply(lambda f: len(f.drop_duplicates()))
+    """One id per evaluated subject: its folder, plus its name and seed where a folder
+    (an `eval --out` folder) holds several subjects. A reference model's name is its row
+    (spec and weights), so another model evaluated into the same folder is another subject,
+    not a newer checkpoint of the same one."""
+    name = records["row"].where(records["method"].isin(REFERENCE_METHODS), records["run"])
+    frame = records.assign(_name=name)
+    subjects = frame.groupby("run_dir")[["_name", "seed"]].apply(lambda f: len(f.drop_duplicates()))
     shared = records["run_dir"].map(subjects) > 1
-    detailed = records["run_dir"] + " [" + records["run"] + " s" + records["seed"].astype(str) + "]"
+    detailed = records["run_dir"] + " [" + name + " s" + records["seed"].astype(str) + "]"
     return detailed.where(shared, records["run_dir"])
 
 
@@ -323,9 +327,9 @@ def load_collection(inputs: list[str]) -> Collection:
     )  # fmt: skip
     for column in (*text_columns, "created"):
         records[column] = records[column].fillna("").astype(str)
+    records["row"] = row_names(records)
     records["run_key"] = _run_keys(records)
     records = _dedupe(records, notes).drop(columns="_order")
-    records["row"] = row_names(records)
     records = records.sort_values(
         ["run_key", "protocol", "metric", "dataset", "split", "params"], kind="mergesort"
     ).reset_index(drop=True)

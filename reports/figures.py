@@ -85,7 +85,7 @@ TRAINING_PANELS = [  # (log kind, column, title, x column)
     ("step", "loss", "total loss", "step"),
     ("step", "loss_jepa", "JEPA loss", "step"),
     ("step", "loss_diff", "diffusion loss", "step"),
-    ("epoch", "knn_top1", "kNN monitor top-1 (%)", "epoch"),
+    ("epoch", "knn_top1", "kNN monitor (%)", "epoch"),
     ("epoch", "rankme", "RankMe", "epoch"),
 ]
 
@@ -673,7 +673,9 @@ def training_curves(logs: pd.DataFrame, grouping: Grouping, styles) -> Figure | 
                 ax.set_xticks(xs, [f"{v:g}" for v in xs])
             else:
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=5))
-        ax.set_title(title if not single_point else f"{title}, epoch {part['x'].iloc[0]:g}")
+        ax.set_title(title)
+        if single_point:
+            ax.set_xlabel(f"after epoch {part['x'].iloc[0]:g}")
         positive = part["y"][part["y"] > 0]
         spans_decade = len(positive) == len(part) and positive.max() / positive.min() > 10
         if column.startswith("loss") and spans_decade and not single_point:

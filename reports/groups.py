@@ -57,17 +57,26 @@ class Grouping:
     def group_by(self) -> tuple[str, ...]:
         return self.fields[1:]
 
+    @property
+    def shown_fields(self) -> tuple[str, ...]:
+        """Group-by fields shown as their own table columns (the regularizer goes into the
+        method's name instead)."""
+        return tuple(f for f in self.group_by if f != REGULARIZER_FIELD)
+
+    def method_text(self, key: Key) -> str:
+        """ "D-JEPA" or "D-JEPA + VICReg": the method with its regularizer, if rows differ."""
+        suffix = dict(self.regularizer_labels)
+        values = dict(zip(self.group_by, key[1:], strict=True))
+        return method_label(key[0]) + suffix.get(values.get(REGULARIZER_FIELD, ""), "")
+
+    def shown_values(self, key: Key) -> list[str]:
+        values = dict(zip(self.group_by, key[1:], strict=True))
+        return [values[f] for f in self.shown_fields]
+
     def label(self, key: Key) -> str:
         """ "D-JEPA", "D-JEPA + VICReg" or "D-JEPA (model.size=small)"."""
-        suffix = dict(self.regularizer_labels)
-        extra, regularizer = [], ""
-        for f, v in zip(self.group_by, key[1:], strict=True):
-            if f == REGULARIZER_FIELD:
-                regularizer = suffix.get(v, "")
-            else:
-                extra.append(f"{f}={v}")
-        text = method_label(key[0]) + regularizer
-        return text + (f" ({', '.join(extra)})" if extra else "")
+        extra = [f"{f}={v}" for f, v in zip(self.shown_fields, self.shown_values(key), strict=True)]
+        return self.method_text(key) + (f" ({', '.join(extra)})" if extra else "")
 
     def block(self, key: Key) -> Key:
         """Rows compared for 'best in column': those evaluated on the same dataset (and

@@ -108,7 +108,7 @@ def regularizer_line(runs: pd.DataFrame, grouping: Grouping) -> str | None:
         if setting == NO_REGULARIZER:
             return (
                 "Anti-collapse regulariser: none in every trained run "
-                "(regularizer.variance = regularizer.covariance = 0)."
+                "(regularizer.variance and covariance are 0 or absent in config.yaml)."
             )
         return f"Anti-collapse regulariser: {setting} in every trained run."
     if "regularizer" in grouping.group_by:

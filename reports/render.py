@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from djepa_bench.reports.groups import Grouping, Key, method_label
+from djepa_bench.reports.groups import Grouping, Key
 from djepa_bench.reports.stats import MIN_SEEDS_FOR_INTERVAL
 from djepa_bench.reports.tables import Column
 
@@ -122,7 +122,7 @@ def _headline_cell(cell, column: Column, row_seeds: int) -> Cell:
 
 
 def _label_cells(key: Key, grouping: Grouping) -> list[str]:
-    return [method_label(key[0]), *key[1:]]
+    return [grouping.method_text(key), *grouping.shown_values(key)]
 
 
 def headline_grid(table: pd.DataFrame, grouping: Grouping, columns: list[Column]) -> Grid:
@@ -142,7 +142,7 @@ def headline_grid(table: pd.DataFrame, grouping: Grouping, columns: list[Column]
         labels.append(grouping.label(key))
         seeds_row.append(str(seeds))
     return Grid(
-        ["Method", *grouping.group_by, "Seeds"],
+        ["Method", *grouping.shown_fields, "Seeds"],
         [f"{c.name} {arrow(c)}" for c in columns],
         rows,
         labels,
@@ -189,7 +189,7 @@ def delta_grid(deltas: pd.DataFrame, grouping: Grouping, columns: list[Column]) 
         first = (("vs", base_row), *first)
     corner = f"Δ vs {bases[0]}" if len(bases) == 1 else "Δ"
     return Grid(
-        ["Method", *grouping.group_by, "vs", "Pairs"],
+        ["Method", *grouping.shown_fields, "vs", "Pairs"],
         [f"Δ {c.name} {arrow(c)}" for c in columns],
         rows,
         labels,

@@ -289,7 +289,7 @@ def _corr_acc_values(records: pd.DataFrame, column: Column) -> pd.DataFrame:
         severity=pd.to_numeric(rows["params.severity"], errors="coerce"),
     )
     values = rows.groupby(RUN, as_index=False)["value"].mean()
-    signatures = rows.groupby(RUN).apply(_corruption_set_signature, include_groups=False)
+    signatures = rows.groupby(RUN)[["corruption", "severity"]].apply(_corruption_set_signature)
     return values.merge(signatures.rename("signature").reset_index(), on=RUN, how="left")
 
 
