@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from djepa_bench.reports.groups import Grouping, Key
+from djepa_bench.reports.power import MAX_SEEDS
 from djepa_bench.reports.stats import MIN_SEEDS_FOR_INTERVAL
 from djepa_bench.reports.tables import Column
 
@@ -209,7 +210,7 @@ def power_grid(power: pd.DataFrame, grouping: Grouping, columns: list[Column]) -
             continue
         d = column.decimals
         needed = r.seeds_needed
-        seeds = "—" if r.diff == 0 else (f"> {1000}" if pd.isna(needed) else str(int(needed)))
+        seeds = "—" if r.diff == 0 else (f"> {MAX_SEEDS}" if pd.isna(needed) else str(int(needed)))
         lines.append(
             [
                 grouping.label(r.key), r.baseline, r.column, str(int(r.n_pairs)),

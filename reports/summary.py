@@ -7,6 +7,7 @@ import math
 import pandas as pd
 
 from djepa_bench.reports.groups import REGULARIZER_FIELD, Grouping
+from djepa_bench.reports.power import MAX_SEEDS
 from djepa_bench.reports.render import number
 from djepa_bench.reports.stats import MIN_SEEDS_FOR_INTERVAL
 from djepa_bench.reports.tables import COLUMN_BY_NAME, Column
@@ -117,10 +118,10 @@ def power_lines(power: pd.DataFrame, grouping: Grouping) -> list[str]:
         texts = []
         for r in part.itertuples():
             column = COLUMN_BY_NAME[r.column]
+            count = f"> {MAX_SEEDS}" if pd.isna(r.seeds_needed) else str(int(r.seeds_needed))
             needed = (
-                "" if r.diff == 0 else
-                f", {'> 1000' if pd.isna(r.seeds_needed) else int(r.seeds_needed)} seeds for "
-                f"the observed {_fmt(r.diff, column, True)}"
+                "" if r.diff == 0
+                else f", {count} seeds for the observed {_fmt(r.diff, column, True)}"
             )  # fmt: skip
             texts.append(f"{r.column} {_fmt(r.detectable_diff, column)}{needed}")
         lines.append(
