@@ -574,6 +574,9 @@ def train_run(
             raise lock_error or RunDirError(f"rank 0 could not lock {run_dir}; see its error")
         trainer = Trainer(config, run_dir, info, resume, progress)
         return trainer.run()
+    except OSError as err:  # reading data or the checkpoint to resume (run() handles its own)
+        where = Path(err.filename) if err.filename else run_dir
+        raise RunDirError(describe_os_error(err, where, "read")) from err
     finally:
         if lock is not None:
             lock.release(remove_if_unused=True)

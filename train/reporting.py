@@ -66,7 +66,7 @@ class Display:
 
     def line(self, text: str) -> None:
         if self.bar is not None:
-            self.bar.console.print(text, highlight=False, markup=False)
+            self.bar.console.print(text, highlight=False, markup=False, soft_wrap=True)
         elif self.stream is not None:
             print(text, file=self.stream, flush=True)
 

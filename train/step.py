@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,15 @@ from djepa_bench.train.batches import derived_seed, generator_for
 from djepa_bench.train.objectives import JepaModel, LossParts, compute_losses, projector_for
 from djepa_bench.train.optim import build_optimizer, ema_update, set_lr_wd
 from djepa_bench.train.schedules import Schedules, StepValues
+
+# Buffers (BatchNorm statistics of the projector) stay per rank in forward; newer torch
+# deprecates `broadcast_buffers` for `forward_sync_buffers` (which still syncs them once at
+# init, harmless here: every rank builds identical weights).
+_NO_BUFFER_SYNC = (
+    {"forward_sync_buffers": False}
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
+    else {"broadcast_buffers": False}
+)
 
 
 @dataclass
@@ -80,10 +90,9 @@ class TrainStep:
         self.forward_model: torch.nn.Module = self.model
         self.forward_target: torch.nn.Module = self.target_encoder
         if distributed:
+            device_ids = [device] if device.type == "cuda" else None
             self.forward_model = DistributedDataParallel(
-                self.model,
-                device_ids=[device] if device.type == "cuda" else None,
-                broadcast_buffers=False,
+                self.model, device_ids=device_ids, **_NO_BUFFER_SYNC
             )
         if cfg.train.compile:
             self.forward_model = torch.compile(self.forward_model)
