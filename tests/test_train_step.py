@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from djepa_bench.train.api import quick_config, train_run
@@ -90,6 +91,7 @@ def run_benchmark(name: str, *args: str) -> str:
     return result.stdout
 
 
+@pytest.mark.slow  # two benchmark processes (FLOP counter, profiler): minutes on a busy machine
 def test_benchmarks_run_the_step_object_and_keep_their_output_format():
     out = run_benchmark("train_step", "--steps", "2", "--warmup", "1")
     lines = out.splitlines()
