@@ -318,7 +318,7 @@ def test_cli_train_tiny_run_and_errors(run_cli, tmp_path):
     bad = run_cli("train", "--preset", "demo", "--set", "optim.lrr=1", "--out", tmp_path / "x")
     assert bad.code == 2 and "optim.lr" in bad.err
     bad_method = run_cli("train", "--preset", "demo", "--method", "mae", "--out", tmp_path / "y")
-    assert bad_method.code == 2 and "ijepa or djepa" in bad_method.err
+    assert bad_method.code == 2 and "one of ijepa, djepa" in bad_method.err
     empty = tmp_path / "empty"
     nothing = run_cli("train", "--out", empty, "--resume")
     assert nothing.code == 2 and "nothing to resume" in nothing.err and not empty.exists()
