@@ -1,9 +1,14 @@
 """Procedural frost textures (nothing downloaded): fractal haze plus dendritic ice needles.
 
-The original corruption blends crops of six frost photographs. These five textures are
-drawn instead from a fixed private seed, so they are identical on every machine: a
-blue-white fractal haze with feathery crystals (a stem with +-60 degree side branches,
-the habit of window frost), rendered as anti-aliased line segments.
+The original corruption blends crops of frost photographs (it draws one of the first five
+of its six files, and the second and third are the same photograph). These five
+textures are a substitute, drawn from a fixed private seed so they are identical on every
+machine: a fractal haze with feathery crystals (a stem with +-60 degree side branches,
+the habit of window frost), rendered as anti-aliased line segments. Texture k is then
+given the per-channel mean and spread of photograph k (`PHOTO_STATS`, measured once on
+the originals), so the blend brightens, tints and mottles an image as much as the
+original does: its mean absolute change is within 0.9-1.1 of the original's at every
+severity (tests/test_corruptions.py checks it against the official generator's numbers).
 """
 
 from __future__ import annotations
@@ -16,8 +21,17 @@ import torch
 import torch.nn.functional as F
 
 NUM_TEXTURES = 5
+SUBSTITUTE = "procedural frost textures"  # recorded as params.substitute
 _TEXTURE_SEED = 20190501
-_TINT = (0.72, 0.86, 1.0)
+# Per-channel (R, G, B) mean and standard deviation, in [0, 1], of frost1.png ..
+# frost5.jpg of the original (github.com/hendrycks/robustness, ImageNet-C/create_c).
+PHOTO_STATS = (
+    ((0.305, 0.585, 0.650), (0.106, 0.065, 0.060)),  # green-blue ice sheet
+    ((0.787, 0.805, 0.841), (0.084, 0.087, 0.089)),  # bright rime
+    ((0.787, 0.805, 0.841), (0.084, 0.087, 0.089)),  # (the same photograph again)
+    ((0.540, 0.599, 0.648), (0.112, 0.112, 0.117)),  # grey-blue crystals
+    ((0.441, 0.484, 0.528), (0.174, 0.170, 0.163)),  # dark pane, bright feathers
+)
 
 
 def texture_size(height: int, width: int) -> int:
@@ -89,13 +103,14 @@ def frost_textures(size: int) -> torch.Tensor:
     rs = np.random.RandomState(_TEXTURE_SEED + size)
     scale = max(1.0, size / 256)
     out = []
-    for _ in range(NUM_TEXTURES):
+    for mean, std in PHOTO_STATS:
         haze = _fractal(rs, size).float()
         ice = _render(_segments(rs, size, scale), size)
         ice = (
             F.avg_pool2d(ice[None, None], 3, 1, 1, count_include_pad=False)[0, 0] * 0.5 + ice * 0.5
         )
-        value = (0.30 + 0.35 * haze + 0.75 * ice).clamp(0, 1)
-        tint = torch.tensor(_TINT).view(3, 1, 1)
-        out.append((value[None] * tint + (1 - tint) * value[None] ** 2).clamp(0, 1))
+        value = 0.35 * haze + 0.75 * ice
+        z = (value - value.mean()) / value.std()
+        colour = torch.tensor(mean).view(3, 1, 1) + torch.tensor(std).view(3, 1, 1) * z
+        out.append(colour.clamp(0, 1))
     return torch.stack(out)
