@@ -26,7 +26,7 @@ from djepa_bench.eval_protocols.corruptions import (
     substitute_of,
 )
 from djepa_bench.eval_protocols.corruptions.blur import disk_kernel, glass_source_map
-from djepa_bench.eval_protocols.corruptions.extra import canny
+from djepa_bench.eval_protocols.corruptions.extra import canny, chamfer_norm, edge_distance
 from djepa_bench.eval_protocols.corruptions.official import available, layout, official_split
 from djepa_bench.eval_protocols.corruptions.registry import corruption, registered
 from djepa_bench.eval_protocols.corruptions.weather import plasma_fractal
@@ -327,6 +327,26 @@ def test_canny_finds_thin_step_edges_only():
     faint = flat.clone()
     faint[..., :, 6:] = 100.0  # gradient 40 < low threshold
     assert not canny(faint, 50, 150).any()
+
+
+def test_edge_distance_is_opencvs_5x5_chamfer_distance_capped():
+    """distanceTransform(DIST_L2, 5) is the cheapest path of steps costing 1, 1.4 and
+    2.1969 (edge, corner, knight neighbour): brute force over every edge pixel agrees."""
+    assert chamfer_norm(0, 3) == 3 and chamfer_norm(2, 2) == pytest.approx(2.8)
+    assert chamfer_norm(1, -2) == pytest.approx(2.1969)
+    assert chamfer_norm(5, 1) == pytest.approx(2.1969 + 3)
+    gen = torch.Generator().manual_seed(0)
+    edges = torch.rand(2, 1, 20, 23, generator=gen) > 0.97
+    edges[1] = False
+    edges[1, 0, 3, 4] = True  # one edge pixel: distances grow to the cap
+    out = edge_distance(edges, 8)
+    for n in range(2):
+        points = edges[n, 0].nonzero().tolist()
+        for y in range(20):
+            for x in range(23):
+                want = min([chamfer_norm(y - py, x - px) for py, px in points] + [8.0])
+                assert out[n, 0, y, x].item() == pytest.approx(want, abs=1e-5)
+    assert (edge_distance(torch.zeros(1, 1, 5, 5, dtype=torch.bool), 20) == 20).all()
 
 
 def test_plasma_fractal_in_unit_range():

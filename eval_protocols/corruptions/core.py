@@ -108,7 +108,7 @@ def corrupt(
 
     uint8 input (0-255) gives uint8 output, truncated as the original's np.uint8 of a
     float array (rounded where its last step is an 8-bit library call that rounds: motion
-    blur, pixelate), so it matches the published CIFAR-10-C arrays; float input is taken
+    blur, pixelate), as the published CIFAR-10-C arrays were made; float input is taken
     to be in [0, 1] and comes back as float in [0, 1], unquantised. `indices` are the
     images' positions in their dataset (default 0..N-1): all randomness is a function of
     (seed, corruption, severity, parameter set, index), so an image is corrupted the same

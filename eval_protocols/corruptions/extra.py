@@ -81,23 +81,41 @@ def canny(image: torch.Tensor, low: float, high: float) -> torch.Tensor:
         strong = grown
 
 
+# OpenCV's 5x5 chamfer mask for DIST_L2 (distanceTransform with maskSize 5): the cost of
+# a step to an edge-, corner- and knight-neighbour.
+CHAMFER_5 = (1.0, 1.4, 2.1969)
+
+
+def chamfer_norm(dy: int, dx: int) -> float:
+    """The cheapest path of CHAMFER_5 steps covering the offset (dy, dx)."""
+    a, b, c = CHAMFER_5
+    big, small = max(abs(dy), abs(dx)), min(abs(dy), abs(dx))
+    if big >= 2 * small:
+        return small * c + (big - 2 * small) * a
+    return (big - small) * c + (2 * small - big) * b
+
+
 def edge_distance(edges: torch.Tensor, cap: int) -> torch.Tensor:
-    """Euclidean distance to the nearest edge pixel, capped at `cap` (OpenCV's
-    distanceTransform + THRESH_TRUNC); (N, 1, H, W) bool -> float, two separable passes."""
-    h, w = edges.shape[-2:]
-    big = float(cap + 1)
-    col = torch.where(edges, 0.0, big)  # vertical distance to an edge in the same column
-    for d in range(1, min(cap, h - 1) + 1):
-        hit = torch.zeros_like(edges)
-        hit[..., :-d, :] |= edges[..., d:, :]
-        hit[..., d:, :] |= edges[..., :-d, :]
-        col = torch.where(hit & (col == big), float(d), col)
-    col2 = col * col
-    dist2 = col2.clone()
-    for d in range(1, min(cap, w - 1) + 1):
-        dist2[..., :, :-d] = torch.minimum(dist2[..., :, :-d], col2[..., :, d:] + d * d)
-        dist2[..., :, d:] = torch.minimum(dist2[..., :, d:], col2[..., :, :-d] + d * d)
-    return dist2.sqrt().clamp(max=float(cap))
+    """OpenCV's distanceTransform(DIST_L2, maskSize 5) to the nearest edge pixel, then
+    THRESH_TRUNC at `cap`: the cheapest chamfer path (CHAMFER_5, within the image), found
+    by relaxing over the 16 mask steps until nothing changes; distances are capped at
+    `cap` throughout (min(cap, .) commutes with the relaxation), so at most cap + 1
+    rounds. (N, 1, H, W) bool -> float32."""
+    steps = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3) if {abs(dy), abs(dx)} in
+             ({0, 1}, {1}, {1, 2})]  # fmt: skip
+    top = float(cap)
+    dist = torch.where(edges, 0.0, top)
+    for _ in range(cap + 1):
+        padded = torch.nn.functional.pad(dist, (2, 2, 2, 2), value=top)
+        h, w = dist.shape[-2:]
+        best = dist
+        for dy, dx in steps:
+            moved = padded[..., 2 + dy : 2 + dy + h, 2 + dx : 2 + dx + w] + chamfer_norm(dy, dx)
+            best = torch.minimum(best, moved)
+        if torch.equal(best, dist):
+            break
+        dist = best
+    return dist
 
 
 def _equalize_hist(v: torch.Tensor) -> torch.Tensor:
@@ -138,7 +156,8 @@ def spatter(x: torch.Tensor, p: tuple, rng: KeyedRandom, **_) -> torch.Tensor:
     liquid = ops.gaussian_blur(liquid, float(sigma))
     liquid = torch.where(liquid < threshold, torch.zeros_like(liquid), liquid)
     if not mud:
-        liquid8 = torch.floor(liquid * 255).clamp(0, 255)
+        # the original's (liquid * 255).astype(np.uint8) wraps values of 256 and above
+        liquid8 = torch.remainder(torch.floor(liquid * 255), 256)
         edges = canny(liquid8, 50, 150)
         dist = edge_distance(edges, 20)
         dist = torch.floor(ops.box_blur3(dist))
