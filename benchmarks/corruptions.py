@@ -6,8 +6,9 @@ through a straightforward per-image implementation written below from the origin
 generator (github.com/hendrycks/robustness, ImageNet-C/create_c/make_cifar_c.py), with
 scipy/PIL standing in for OpenCV, scikit-image and ImageMagick. Both run in the same
 process on the same images; the script prints per-corruption rates, the mean absolute
-change each implementation makes (a fidelity check: they should be close), and the ratio
-of overall rates.
+change each implementation makes (a consistency check: they should be close; the frost
+reference uses our procedural textures too), and the ratio of overall rates. Fidelity to
+the official generator itself is benchmarks/corruption_fidelity.py.
 
     .venv/bin/python benchmarks/corruptions.py --data-root ../shared/data [--threads 1]
 """
@@ -24,9 +25,8 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from djepa_bench.eval_protocols.corruptions import CORRUPTIONS, corrupt
+from djepa_bench.eval_protocols.corruptions import CORRUPTIONS, REGISTRY, corrupt
 from djepa_bench.eval_protocols.corruptions.frost import frost_textures, texture_size
-from djepa_bench.eval_protocols.corruptions.params import CIFAR
 
 # --- the per-image reference (float HWC images in [0, 1], numpy RandomState) -------------
 
@@ -137,7 +137,7 @@ def _equalize(v):
 
 def ref_corrupt(img: np.ndarray, name: str, severity: int, rs: np.random.RandomState, frost_tex):
     """One uint8 HWC image -> uint8 HWC corrupted image, written out per the original code."""
-    c = CIFAR[name][severity - 1]
+    c = REGISTRY[name].params(severity, "cifar")
     if name == "pixelate":
         pil = Image.fromarray(img)
         small = pil.resize((int(32 * c), int(32 * c)), Image.BOX)
@@ -260,7 +260,8 @@ def ref_corrupt(img: np.ndarray, name: str, severity: int, rs: np.random.RandomS
         )
     else:
         raise ValueError(name)
-    return np.round(np.clip(x, 0, 1) * 255).astype(np.uint8)
+    scaled = np.clip(x, 0, 1) * 255
+    return (np.round(scaled) if REGISTRY[name].rounding == "round" else scaled).astype(np.uint8)
 
 
 # --- timing ------------------------------------------------------------------------------

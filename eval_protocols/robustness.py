@@ -7,8 +7,14 @@ batch size), encoded, and scored; features are cached under a key naming corrupt
 severity, parameter set, seed and test subset. With `eval.robustness.official` the
 published CIFAR-10-C / ImageNet-C files are read instead of generated.
 
+`plan` settles and checks the settings (names, severities, official files, the baseline's
+records) before any work; `measure` computes the top-1 of every (corruption, severity).
+
 Records (CONTRACT.md): metric "top1" per (corruption, severity, classifier), clean as
-corruption "clean" severity 0; per classifier "mean_corruption_acc" (mean top-1 over all
+corruption "clean" severity 0, with params.family (ImageNet-C's grouping: noise, blur,
+weather, digital, extra; brightness is weather there and here) and, where a generated
+corruption uses a stand-in for an ingredient of the original, params.substitute (frost:
+"procedural frost textures"); per classifier "mean_corruption_acc" (mean top-1 over all
 corruptions and severities), "relative_robustness" (100 x mean corrupted / clean
 accuracy); with a baseline run (eval.robustness.baseline) the corruption errors of
 Hendrycks & Dietterich (ICLR 2019): "ce" per corruption, CE_c = 100 * sum_s E_{s,c} /
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +45,7 @@ from djepa_bench.eval_protocols.corruptions import (
     resolve_corruptions,
     resolve_param_set,
     resolve_severities,
+    substitute_of,
 )
 from djepa_bench.eval_protocols.corruptions import official as official_sets
 from djepa_bench.eval_protocols.registry import register
@@ -47,7 +55,7 @@ from djepa_bench.records import read_records
 PROTOCOL = "robustness"
 CLASSIFIERS = ("linear", "knn")
 # Part of every corrupted-feature cache key: bump when a corruption's output changes.
-CORRUPTION_VERSION = "c1"
+CORRUPTION_VERSION = "c2"  # c2: 8-bit output truncated as the original; frost retuned
 
 Scorer = Callable[[torch.Tensor, torch.Tensor], float]
 
@@ -69,6 +77,102 @@ def subset_indices(n: int, size: int | None, seed: int) -> torch.Tensor | None:
         raise UserError(f"eval.robustness.test_subset must be positive, got {size}")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return order[:size].sort().values
+
+
+@dataclass(frozen=True)
+class RobustnessPlan:
+    """What one robustness evaluation measures, settled and checked before any work."""
+
+    classifiers: list[str]
+    corruptions: list[str]
+    severities: list[int]
+    param_set: str  # "cifar", "imagenet", or "official" for the published files
+    seed: int
+    knn_k: int
+    test: ImageSplit  # the whole clean test split
+    split: ImageSplit  # the evaluated images: `test` or a seeded subset of it
+    positions: torch.Tensor  # their indices in `test` (the per-image corruption seeds)
+    official_root: Path | None
+    baselines: dict[str, tuple[dict[tuple[str, int], float], float | None, str]] = field(
+        default_factory=dict
+    )  # classifier -> load_baseline(...) of eval.robustness.baseline
+    baseline: Path | None = None
+
+    @property
+    def n_images(self) -> int:
+        return len(self.positions)
+
+    @property
+    def subset(self) -> bool:
+        return self.n_images < len(self.test)
+
+    @property
+    def source(self) -> str:
+        return "official" if self.official_root else "generated"
+
+    def params(self, corruption: str, severity: int, classifier: str) -> dict[str, Any]:
+        """The params of a top-1 record (clean: corruption "clean", severity 0)."""
+        out = {
+            "corruption": corruption, "severity": severity, "classifier": classifier,
+            "param_set": self.param_set,
+            "family": None if severity == 0 else family_of(corruption),
+            "seed": self.seed, "test_images": self.n_images, "source": self.source,
+        }  # fmt: skip
+        substitute = substitute_of(corruption) if self.source == "generated" else None
+        if substitute and severity > 0:
+            out["substitute"] = substitute
+        return out
+
+    def summary_params(self, classifier: str) -> dict[str, Any]:
+        """The params of the per-classifier summary records."""
+        return {
+            "classifier": classifier, "param_set": self.param_set, "test_images": self.n_images,
+            "corruptions": len(self.corruptions), "severities": self.severities,
+            "source": self.source,
+        }  # fmt: skip
+
+    def cache_name(self, corruption: str, severity: int) -> str:
+        """The feature-cache transform name of one generated (corruption, severity)."""
+        name = f"{corruption}-s{severity}-{self.param_set}-seed{self.seed}-{CORRUPTION_VERSION}"
+        return name + (f"-subset{self.n_images}r{self.seed}" if self.subset else "")
+
+
+def plan(ctx: EvalContext) -> RobustnessPlan:
+    """Resolve and check eval.robustness (names, severities, official files, baseline) so
+    that bad settings fail before any feature is computed."""
+    cfg = ctx.config.eval.robustness
+    classifiers = parse_classifiers(cfg.classifiers)
+    corruptions = resolve_corruptions(cfg.corruptions)
+    severities = resolve_severities(cfg.severities)
+    test = ctx.splits["test"]
+    param_set = resolve_param_set(cfg.params, test.image_size)
+    positions = subset_indices(len(test), cfg.test_subset, cfg.seed)
+    split = test if positions is None else test.subset(positions)
+    positions = torch.arange(len(test)) if positions is None else positions
+    official_root = Path(cfg.official) if cfg.official else None
+    if official_root:
+        param_set = "official"
+        have = set(official_sets.available(official_root))
+        missing = [c for c in corruptions if c not in have]
+        if missing:
+            ctx.log(f"robustness: {official_root} lacks {', '.join(missing)}; skipped")
+        corruptions = [c for c in corruptions if c in have]
+        if not corruptions:
+            raise UserError(f"none of the chosen corruptions are in {official_root}")
+    source = "official" if official_root else "generated"
+    baseline = Path(cfg.baseline) if cfg.baseline else None
+    baselines = {}
+    if baseline is not None:
+        for name in classifiers:
+            baselines[name] = load_baseline(
+                baseline, ctx.dataset, name, param_set, source, len(positions), ctx.log
+            )
+    return RobustnessPlan(
+        classifiers=classifiers, corruptions=corruptions, severities=severities,
+        param_set=param_set, seed=cfg.seed, knn_k=cfg.knn_k, test=test, split=split,
+        positions=positions, official_root=official_root, baselines=baselines,
+        baseline=baseline,
+    )  # fmt: skip
 
 
 def _scorers(ctx: EvalContext, classifiers: list[str], k: int) -> dict[str, Scorer]:
@@ -124,6 +228,24 @@ def corrupting_transform(
     return transform
 
 
+def corrupted_features(
+    ctx: EvalContext, plan: RobustnessPlan, corruption: str, severity: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features and labels of one (corruption, severity) of the evaluated test images."""
+    if plan.official_root is not None:
+        off = official_sets.official_split(plan.official_root, corruption, severity, plan.test)
+        if plan.n_images < len(off):
+            off = off.subset(plan.positions[plan.positions < len(off)])
+        return _feature_source(ctx, off).get("test"), off.labels
+    # a fresh source per (corruption, severity): its in-memory memo goes with it
+    source = _feature_source(ctx, plan.split)
+    transform = corrupting_transform(
+        plan.split, corruption, severity, plan.seed, plan.param_set, plan.positions
+    )
+    name = plan.cache_name(corruption, severity)
+    return source.get("test", transform=name, batch_transform=transform), plan.split.labels
+
+
 def _progress(enabled: bool, total: int):
     if not enabled:
         return None
@@ -134,128 +256,90 @@ def _progress(enabled: bool, total: int):
     return bar, bar.add_task("robustness", total=total)
 
 
-@register(
-    PROTOCOL,
-    "linear head + kNN from clean features on 19 corruptions x 5 severities; mCE vs a baseline",
-)
-def run(ctx: EvalContext) -> list[dict[str, Any]]:
-    """Accuracy per corruption and severity, summaries, and CE/mCE against a baseline run."""
-    cfg = ctx.config.eval.robustness
-    classifiers = parse_classifiers(cfg.classifiers)
-    corruptions = resolve_corruptions(cfg.corruptions)
-    severities = resolve_severities(cfg.severities)
-    test = ctx.splits["test"]
-    param_set = resolve_param_set(cfg.params, test.image_size)
-    positions = subset_indices(len(test), cfg.test_subset, cfg.seed)
-    scorers = _scorers(ctx, classifiers, cfg.knn_k)
+@dataclass
+class Measurements:
+    """Top-1 per classifier: clean, and per (corruption, severity); the records made."""
 
+    clean: dict[str, float] = field(default_factory=dict)
+    accuracy: dict[str, dict[tuple[str, int], float]] = field(default_factory=dict)
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+
+def measure(ctx: EvalContext, plan: RobustnessPlan) -> Measurements:
+    """Score the clean and every corrupted test set with each classifier (top-1 records)."""
+    scorers = _scorers(ctx, plan.classifiers, plan.knn_k)
     clean_feats = ctx.features.get("test")
     clean_labels = ctx.features.labels("test")
-    if positions is not None:
+    if plan.subset:
         full = {name: score(clean_feats, clean_labels) for name, score in scorers.items()}
         scores = ", ".join(f"{k} {v:.2f}" for k, v in full.items())
         ctx.log(
-            f"robustness: clean top-1 on all {len(test)} test images: {scores}; "
-            f"evaluating a seeded subset of {len(positions)}"
+            f"robustness: clean top-1 on all {len(plan.test)} test images: {scores}; "
+            f"evaluating a seeded subset of {plan.n_images}"
         )
-        clean_feats, clean_labels = clean_feats[positions], clean_labels[positions]
-        split = test.subset(positions)
-    else:
-        positions = torch.arange(len(test))
-        split = test
-    n_images = len(positions)
-    official_root = Path(cfg.official) if cfg.official else None
-    source = "official" if official_root else "generated"
-    if official_root:
-        param_set = "official"
-        have = set(official_sets.available(official_root))
-        missing = [c for c in corruptions if c not in have]
-        if missing:
-            ctx.log(f"robustness: {official_root} lacks {', '.join(missing)}; skipped")
-        corruptions = [c for c in corruptions if c in have]
-        if not corruptions:
-            raise UserError(f"none of the chosen corruptions are in {official_root}")
-
-    def params(corruption: str, severity: int, classifier: str) -> dict[str, Any]:
-        return {
-            "corruption": corruption, "severity": severity, "classifier": classifier,
-            "param_set": param_set, "family": None if severity == 0 else family_of(corruption),
-            "seed": cfg.seed, "test_images": n_images, "source": source,
-        }  # fmt: skip
-
-    records: list[dict[str, Any]] = []
-    accuracy: dict[str, dict[tuple[str, int], float]] = {name: {} for name in scorers}
-    clean: dict[str, float] = {}
+        clean_feats, clean_labels = clean_feats[plan.positions], clean_labels[plan.positions]
+    out = Measurements(accuracy={name: {} for name in scorers})
     for name, score in scorers.items():
-        clean[name] = score(clean_feats, clean_labels)
-        records.append(ctx.record(PROTOCOL, "top1", clean[name], params("clean", 0, name)))
-
-    bar = _progress(ctx.features.progress, len(corruptions) * len(severities))
+        out.clean[name] = score(clean_feats, clean_labels)
+        out.records.append(
+            ctx.record(PROTOCOL, "top1", out.clean[name], plan.params("clean", 0, name))
+        )
+    bar = _progress(ctx.features.progress, len(plan.corruptions) * len(plan.severities))
     try:
-        for corruption in corruptions:
+        for corruption in plan.corruptions:
             line = []
-            for severity in severities:
+            for severity in plan.severities:
                 start = time.perf_counter()
-                feats, labels = _corrupted_features(
-                    ctx, split, corruption, severity, cfg.seed, param_set, positions,
-                    official_root, n_images, test,
-                )  # fmt: skip
+                feats, labels = corrupted_features(ctx, plan, corruption, severity)
                 elapsed = time.perf_counter() - start
                 for name, score in scorers.items():
-                    acc = score(feats, labels)
-                    accuracy[name][(corruption, severity)] = acc
-                    records.append(
-                        ctx.record(
-                            PROTOCOL,
-                            "top1",
-                            acc,
-                            params(corruption, severity, name),
-                            time_s=elapsed,
-                        )  # fmt: skip
-                    )
-                line.append(
-                    f"s{severity} " + "/".join(f"{accuracy[n][(corruption, severity)]:.1f}"
-                                               for n in scorers)
-                )  # fmt: skip
+                    acc = out.accuracy[name][(corruption, severity)] = score(feats, labels)
+                    params = plan.params(corruption, severity, name)
+                    out.records.append(ctx.record(PROTOCOL, "top1", acc, params, time_s=elapsed))
+                accs = "/".join(f"{out.accuracy[n][(corruption, severity)]:.1f}" for n in scorers)
+                line.append(f"s{severity} {accs}")
                 if bar is not None:
                     bar[0].update(bar[1], advance=1, description=f"{corruption} s{severity}")
             ctx.log(f"robustness: {corruption} ({'/'.join(scorers)}): {', '.join(line)}")
     finally:
         if bar is not None:
             bar[0].stop()
+    return out
 
-    baseline = Path(cfg.baseline) if cfg.baseline else None
-    for name in scorers:
-        summary = summarise(accuracy[name], clean[name])
-        base: dict[str, Any] = {
-            "classifier": name, "param_set": param_set, "test_images": n_images,
-            "corruptions": len(corruptions), "severities": severities, "source": source,
-        }  # fmt: skip
+
+def summary_records(
+    ctx: EvalContext, plan: RobustnessPlan, measured: Measurements
+) -> list[dict[str, Any]]:
+    """Mean corruption accuracy and relative robustness per classifier, and CE / mCE /
+    relative mCE against the baseline when there is one."""
+    records = []
+    for name, clean in measured.clean.items():
+        accuracy = measured.accuracy[name]
+        summary = summarise(accuracy, clean)
+        base = plan.summary_params(name)
         records.append(ctx.record(PROTOCOL, "mean_corruption_acc", summary["mean"], base))
         records.append(ctx.record(PROTOCOL, "relative_robustness", summary["relative"], base))
         ctx.log(
-            f"robustness [{name}]: clean {clean[name]:.2f}, mean corrupted {summary['mean']:.2f}"
+            f"robustness [{name}]: clean {clean:.2f}, mean corrupted {summary['mean']:.2f}"
             f" ({summary['relative']:.1f}% of clean)"
         )
-        if baseline is None:
+        if name not in plan.baselines:
             continue
-        base_acc, base_clean, base_run = load_baseline(
-            baseline, ctx.dataset, name, param_set, source, n_images, ctx.log
-        )
-        errors = corruption_errors(accuracy[name], clean[name], base_acc, base_clean)
+        base_acc, base_clean, base_run = plan.baselines[name]
+        errors = corruption_errors(accuracy, clean, base_acc, base_clean)
         if not errors["ce"]:
             raise UserError(
-                f"baseline {baseline} has no {name} robustness records for the corruptions and "
-                f"severities evaluated here ({', '.join(corruptions)})"
+                f"baseline {plan.baseline} has no {name} robustness records for the "
+                f"corruptions and severities evaluated here ({', '.join(plan.corruptions)})"
             )
         tagged = dict(base, baseline_run=base_run)
         for corruption, value in errors["ce"].items():
             records.append(ctx.record(PROTOCOL, "ce", value, dict(tagged, corruption=corruption)))
         mce_params = dict(tagged, corruptions=len(errors["mce_set"]), mce_set=errors["set_name"])
         records.append(ctx.record(PROTOCOL, "mce", errors["mce"], mce_params))
-        if errors["relative_mce"] is not None:
-            records.append(ctx.record(PROTOCOL, "relative_mce", errors["relative_mce"], mce_params))
         rel = errors["relative_mce"]
+        if rel is not None:
+            records.append(ctx.record(PROTOCOL, "relative_mce", rel, mce_params))
         ctx.log(
             f"robustness [{name}] vs {base_run}: mCE {errors['mce']:.1f}"
             + (f", relative mCE {rel:.1f}" if rel is not None else "")
@@ -263,23 +347,15 @@ def run(ctx: EvalContext) -> list[dict[str, Any]]:
     return records
 
 
-def _corrupted_features(
-    ctx, split, corruption, severity, seed, param_set, positions, official_root, n_images, test
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Features and labels of one (corruption, severity) of the evaluated test images."""
-    if official_root is not None:
-        off = official_sets.official_split(official_root, corruption, severity, like=test)
-        if n_images < len(off):
-            off = off.subset(positions[positions < len(off)])
-        source = _feature_source(ctx, off)
-        return source.get("test"), off.labels
-    name = f"{corruption}-s{severity}-{param_set}-seed{seed}-{CORRUPTION_VERSION}"
-    if n_images < len(test):
-        name += f"-subset{n_images}r{seed}"
-    # a fresh source per (corruption, severity): its in-memory memo goes with it
-    source = _feature_source(ctx, split)
-    transform = corrupting_transform(split, corruption, severity, seed, param_set, positions)
-    return source.get("test", transform=name, batch_transform=transform), split.labels
+@register(
+    PROTOCOL,
+    "linear head + kNN from clean features on 19 corruptions x 5 severities; mCE vs a baseline",
+)
+def run(ctx: EvalContext) -> list[dict[str, Any]]:
+    """Accuracy per corruption and severity, summaries, and CE/mCE against a baseline run."""
+    chosen = plan(ctx)
+    measured = measure(ctx, chosen)
+    return measured.records + summary_records(ctx, chosen, measured)
 
 
 def summarise(accuracy: dict[tuple[str, int], float], clean: float) -> dict[str, float]:

@@ -11,6 +11,7 @@ import torch
 
 from djepa_bench.errors import UserError
 from djepa_bench.eval_protocols.robustness import (
+    RobustnessPlan,
     corruption_errors,
     load_baseline,
     parse_classifiers,
@@ -61,6 +62,36 @@ def test_summary_subset_and_classifier_names():
     assert parse_classifiers("knn, linear") == ["knn", "linear"]
     with pytest.raises(UserError, match="linear and/or knn"):
         parse_classifiers("svm")
+
+
+def _plan(**changes) -> RobustnessPlan:
+    from djepa_bench.data import load_dataset
+
+    test = load_dataset("synthetic", "test")
+    settings = dict(
+        classifiers=["knn"], corruptions=["frost", "brightness"], severities=[1, 5],
+        param_set="cifar", seed=3, knn_k=5, test=test, split=test.subset(torch.arange(10)),
+        positions=torch.arange(10), official_root=None,
+    )  # fmt: skip
+    return RobustnessPlan(**{**settings, **changes})
+
+
+def test_plan_records_family_and_substitute():
+    """Every top-1 record names its ImageNet-C family; generated frost says its textures are
+    a substitute, official frost and the clean row do not."""
+    plan = _plan()
+    frost = plan.params("frost", 5, "knn")
+    assert frost["family"] == "weather" and frost["substitute"] == "procedural frost textures"
+    assert plan.params("brightness", 1, "knn")["family"] == "weather"
+    assert "substitute" not in plan.params("brightness", 1, "knn")
+    clean = plan.params("clean", 0, "knn")
+    assert clean["family"] is None and "substitute" not in clean
+    official = _plan(official_root=Path("/c"), param_set="official")
+    assert "substitute" not in official.params("frost", 5, "knn")
+    assert official.params("frost", 5, "knn")["source"] == "official"
+    assert plan.subset and plan.n_images == 10
+    assert plan.cache_name("frost", 5) == "frost-s5-cifar-seed3-c2-subset10r3"
+    assert not _plan(split=plan.test, positions=torch.arange(len(plan.test))).subset
 
 
 def _write_baseline(run_dir: Path, values: dict, classifier: str = "linear") -> None:
@@ -126,9 +157,10 @@ def test_eval_robustness_end_to_end(run_cli, tmp_path):
         )
     metrics = {r["metric"] for r in records}
     assert metrics == {"top1", "mean_corruption_acc", "relative_robustness"}
-    assert {r["params"]["family"] for r in records if r["metric"] == "top1"} == {
-        None, "blur", "digital",
-    }  # fmt: skip
+    top1 = [r for r in records if r["metric"] == "top1"]
+    families = {r["params"]["corruption"]: r["params"]["family"] for r in top1}
+    assert families == {"clean": None, "gaussian_blur": "extra", "contrast": "digital"}
+    assert not any("substitute" in r["params"] for r in records)
     cached = sorted(p.name for p in cache.rglob("*.npy"))
     assert sum("gaussian_blur-s5" in name for name in cached) == 1
 
@@ -193,3 +225,16 @@ def test_eval_robustness_errors_are_one_line(run_cli, tmp_path):
     )  # fmt: skip
     assert missing.code == 2 and "has no results/robustness.jsonl" in missing.err
     assert "Traceback" not in bad.err + missing.err
+
+
+def test_missing_baseline_fails_before_any_corruption_is_computed(run_cli, tmp_path):
+    cache = tmp_path / "cache"
+    result = run_cli(
+        "eval", "--model", "pixels", "--dataset", "synthetic", "--protocol", "robustness",
+        "--out", tmp_path / "out", "--device", "cpu", *FAST, "--set", f"eval.cache_dir={cache}",
+        "--set", "eval.robustness.classifiers=knn", "--set", "eval.robustness.corruptions=fog",
+        "--set", "eval.robustness.severities=[1]",
+        "--set", f"eval.robustness.baseline={tmp_path}/none",
+    )  # fmt: skip
+    assert result.code == 2 and "has no results/robustness.jsonl" in result.err
+    assert not [p for p in cache.rglob("*.npy") if "fog" in p.name]  # nothing corrupted

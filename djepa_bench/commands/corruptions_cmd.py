@@ -115,8 +115,9 @@ def corruptions_grid(
         "all",
         "--corruptions",
         "-c",
-        help="Names or families, comma-separated: all, common (the 15), extra, noise, blur, "
-        "weather, digital, or names like gaussian_noise,fog.",
+        help="Names or families, comma-separated: all, common (the 15), extra (the 4 others), "
+        "ImageNet-C's families noise, blur, weather (with brightness), digital, or names like "
+        "gaussian_noise,fog.",
     ),
     severities: str = typer.Option(
         "1,2,3,4,5", "--severities", help="Severities to show, e.g. 1,3,5."

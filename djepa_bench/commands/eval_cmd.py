@@ -167,8 +167,8 @@ def eval_command(
     corruptions: str = typer.Option(
         None,
         "--corruptions",
-        help="Robustness: all (default), common (the 15), extra, families (noise, blur, "
-        "weather, digital) or names, comma-separated.",
+        help="Robustness: all (default), common (the 15), extra (the 4 others), ImageNet-C's "
+        "families (noise, blur, weather with brightness, digital) or names, comma-separated.",
     ),
     severities: str = typer.Option(
         None, "--severities", help="Robustness: severities to test, e.g. 1,3,5 (default 1-5)."

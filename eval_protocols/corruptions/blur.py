@@ -1,4 +1,4 @@
-"""Blur corruptions: defocus, glass, motion, zoom and gaussian blur."""
+"""Blur corruptions: defocus, glass, motion and zoom blur."""
 
 from __future__ import annotations
 
@@ -8,12 +8,8 @@ import numpy as np
 import torch
 
 from djepa_bench.eval_protocols.corruptions import ops
+from djepa_bench.eval_protocols.corruptions.registry import corruption
 from djepa_bench.eval_protocols.corruptions.rng import KeyedRandom
-
-
-def gaussian_blur(x: torch.Tensor, sigma: float, rng: KeyedRandom, **_) -> torch.Tensor:
-    """skimage gaussian(sigma), edge pixels repeated."""
-    return ops.gaussian_blur(x, sigma)
 
 
 def _cv2_gaussian_1d(ksize: int, sigma: float) -> np.ndarray:
@@ -41,6 +37,11 @@ def disk_kernel(radius: float, alias_blur: float) -> np.ndarray:
     return sum(k[i] * rows[:, i : i + disk.shape[1]] for i in range(ksize))
 
 
+@corruption(  # (disk radius, anti-alias sigma)
+    "defocus_blur", "blur",
+    cifar=[(0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)],
+    imagenet=[(3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5)],
+)  # fmt: skip
 def defocus_blur(x: torch.Tensor, p: tuple, rng: KeyedRandom, **_) -> torch.Tensor:
     """Filter with an anti-aliased disk of radius p[0] (OpenCV filter2D, reflect101)."""
     return ops.filter2d(x, disk_kernel(float(p[0]), float(p[1])), "reflect101")
@@ -71,6 +72,11 @@ def glass_source_map(offsets: np.ndarray, height: int, width: int, delta: int) -
     return source.T
 
 
+@corruption(  # (sigma, max_delta, iterations)
+    "glass_blur", "blur",
+    cifar=[(0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2)],
+    imagenet=[(0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2)],
+)  # fmt: skip
 def glass_blur(x: torch.Tensor, p: tuple, rng: KeyedRandom, **_) -> torch.Tensor:
     """Gaussian blur, then the original's local pixel shuffling loop (exactly), then blur."""
     sigma, delta, iterations = float(p[0]), int(p[1]), int(p[2])
@@ -85,12 +91,29 @@ def glass_blur(x: torch.Tensor, p: tuple, rng: KeyedRandom, **_) -> torch.Tensor
     return ops.gaussian_blur(shuffled.view(n, c, h, w), sigma)
 
 
+@corruption(  # (radius, sigma) of ImageMagick's motion blur, whose 8-bit output rounds
+    "motion_blur", "blur",
+    cifar=[(6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5)],
+    imagenet=[(10, 3), (15, 5), (15, 8), (15, 12), (20, 15)],
+    rounding="round",
+)  # fmt: skip
 def motion_blur(x: torch.Tensor, p: tuple, rng: KeyedRandom, **_) -> torch.Tensor:
     """ImageMagick motion blur (radius, sigma) at an angle drawn from U(-45, 45) per image."""
     angle = rng.uniform(0)[:] * 90.0 - 45.0
     return ops.motion_blur(x, float(p[0]), float(p[1]), angle)
 
 
+@corruption(  # zoom factors, exactly as np.arange gave them in the original
+    "zoom_blur", "blur",
+    cifar=[
+        np.arange(1, 1.06, 0.01), np.arange(1, 1.11, 0.01), np.arange(1, 1.16, 0.01),
+        np.arange(1, 1.21, 0.01), np.arange(1, 1.26, 0.01),
+    ],
+    imagenet=[
+        np.arange(1, 1.11, 0.01), np.arange(1, 1.16, 0.01), np.arange(1, 1.21, 0.02),
+        np.arange(1, 1.26, 0.02), np.arange(1, 1.31, 0.03),
+    ],
+)  # fmt: skip
 def zoom_blur(x: torch.Tensor, factors: np.ndarray, rng: KeyedRandom, **_) -> torch.Tensor:
     """Mean of the image and its centre zooms by each factor."""
     out = x.clone()

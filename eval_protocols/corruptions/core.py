@@ -1,73 +1,57 @@
-"""The corruption registry and `corrupt`, the one entry point that applies a corruption."""
+"""`corrupt`, the one entry point that applies a corruption, and name/severity resolution.
+
+The corruptions register themselves with `@corruption(name, family, ...)`, one module per
+family (noise.py, blur.py, weather.py, digital.py, extra.py, imported here); the tuples
+below are read from that registry.
+"""
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
 
 import torch
 
 from djepa_bench.errors import UserError
-from djepa_bench.eval_protocols.corruptions import blur, digital, noise, weather
-from djepa_bench.eval_protocols.corruptions.params import resolve_param_set, severity_params
+from djepa_bench.eval_protocols.corruptions import (  # noqa: F401 (they register)
+    blur,
+    digital,
+    extra,
+    noise,
+    weather,
+)
+from djepa_bench.eval_protocols.corruptions.params import resolve_param_set
+from djepa_bench.eval_protocols.corruptions.registry import FAMILY_ORDER, Corruption, registered
 from djepa_bench.eval_protocols.corruptions.rng import KeyedRandom, corruption_key
 
+REGISTRY: dict[str, Corruption] = registered()
+CORRUPTIONS = tuple(REGISTRY)
 # The 15 of the ImageNet-C / CIFAR-10-C benchmark (the mCE set), then the 4 extra ones.
-COMMON = (
-    "gaussian_noise", "shot_noise", "impulse_noise",
-    "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
-    "snow", "frost", "fog",
-    "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
-)  # fmt: skip
-EXTRA = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
-CORRUPTIONS = COMMON + EXTRA
-
-# Families used by `--corruptions noise,blur`. The paper counts brightness as weather; here
-# weather is the four outdoor effects and brightness/saturate sit with the digital ones.
+COMMON = tuple(name for name, c in REGISTRY.items() if c.family != "extra")
+EXTRA = tuple(name for name, c in REGISTRY.items() if c.family == "extra")
+# ImageNet-C's grouping, used by `--corruptions noise,blur` and recorded as params.family.
 FAMILIES: dict[str, tuple[str, ...]] = {
-    "noise": ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise"),
-    "blur": ("defocus_blur", "glass_blur", "motion_blur", "zoom_blur", "gaussian_blur"),
-    "weather": ("snow", "frost", "fog", "spatter"),
-    "digital": (
-        "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression", "saturate",
-    ),
-}  # fmt: skip
-
-_FUNCTIONS: dict[str, Callable[..., torch.Tensor]] = {
-    "gaussian_noise": noise.gaussian_noise,
-    "shot_noise": noise.shot_noise,
-    "impulse_noise": noise.impulse_noise,
-    "speckle_noise": noise.speckle_noise,
-    "defocus_blur": blur.defocus_blur,
-    "glass_blur": blur.glass_blur,
-    "motion_blur": blur.motion_blur,
-    "zoom_blur": blur.zoom_blur,
-    "gaussian_blur": blur.gaussian_blur,
-    "snow": weather.snow,
-    "frost": weather.frost,
-    "fog": weather.fog,
-    "spatter": weather.spatter,
-    "brightness": digital.brightness,
-    "contrast": digital.contrast,
-    "elastic_transform": digital.elastic_transform,
-    "pixelate": digital.pixelate,
-    "jpeg_compression": digital.jpeg_compression,
-    "saturate": digital.saturate,
+    family: tuple(name for name, c in REGISTRY.items() if c.family == family)
+    for family in FAMILY_ORDER
 }
 
 
 def family_of(corruption: str) -> str:
-    """The family (noise, blur, weather, digital) a corruption belongs to."""
-    for family, names in FAMILIES.items():
-        if corruption in names:
-            return family
-    raise UserError(f"unknown corruption '{corruption}'")
+    """The family (noise, blur, weather, digital or extra) of a corruption, as ImageNet-C
+    groups them (brightness is weather)."""
+    if corruption not in REGISTRY:
+        raise UserError(f"unknown corruption '{corruption}'")
+    return REGISTRY[corruption].family
+
+
+def substitute_of(corruption: str) -> str | None:
+    """What stands in for an ingredient of the original corruption, or None."""
+    return REGISTRY[corruption].substitute if corruption in REGISTRY else None
 
 
 def _check_name(name: str) -> str:
-    if name in _FUNCTIONS:
+    if name in REGISTRY:
         return name
-    choices = list(_FUNCTIONS) + list(FAMILIES) + ["all", "common", "extra"]
+    choices = list(REGISTRY) + list(FAMILIES) + ["all", "common"]
     close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}?" if close else "see `djepa-bench corruptions-grid -h`"
     raise UserError(f"unknown corruption '{name}'; {hint}")
@@ -85,9 +69,7 @@ def resolve_corruptions(spec: str | list[str] | tuple[str, ...]) -> list[str]:
             wanted.update(CORRUPTIONS)
         elif token == "common":
             wanted.update(COMMON)
-        elif token == "extra":
-            wanted.update(EXTRA)
-        elif token in FAMILIES:
+        elif token in FAMILIES:  # including "extra"
             wanted.update(FAMILIES[token])
         else:
             wanted.add(_check_name(token))
@@ -124,11 +106,14 @@ def corrupt(
 ) -> torch.Tensor:
     """Apply one corruption at one severity (1..5) to a batch (N, C, H, W), C = 1 or 3.
 
-    uint8 input (0-255) gives uint8 output (rounded); float input is taken to be in [0, 1]
-    and comes back as float in [0, 1]. `indices` are the images' positions in their dataset
-    (default 0..N-1): all randomness is a function of (seed, corruption, severity,
-    parameter set, index), so an image is corrupted the same way in any batch. param_set:
-    "auto" (CIFAR-10-C parameters up to 64 px, ImageNet-C above), "cifar" or "imagenet".
+    uint8 input (0-255) gives uint8 output, truncated as the original's np.uint8 of a
+    float array (rounded where its last step is an 8-bit library call that rounds: motion
+    blur, pixelate), as the published CIFAR-10-C arrays were made; float input is taken
+    to be in [0, 1] and comes back as float in [0, 1], unquantised. `indices` are the
+    images' positions in their dataset (default 0..N-1): all randomness is a function of
+    (seed, corruption, severity, parameter set, index), so an image is corrupted the same
+    way in any batch. param_set: "auto" (CIFAR-10-C parameters up to 64 px, ImageNet-C
+    above), "cifar" or "imagenet".
     """
     name = _check_name(corruption)
     if images.ndim != 4 or images.shape[1] not in (1, 3):
@@ -136,8 +121,11 @@ def corrupt(
             f"corrupt expects images (N, C, H, W) with C = 1 or 3, got shape {tuple(images.shape)}"
         )
     n, _, h, w = images.shape
+    if not 1 <= int(severity) <= 5:
+        raise UserError(f"severity must be 1..5, got {severity}")
     chosen = resolve_param_set(param_set, max(h, w))
-    params = severity_params(name, severity, chosen)
+    entry = REGISTRY[name]
+    params = entry.params(severity, chosen)
     if indices is None:
         indices = torch.arange(n)
     indices = torch.as_tensor(indices, dtype=torch.int64)
@@ -149,7 +137,9 @@ def corrupt(
     x = images.float() / 255.0 if is_uint8 else images.float()
     rng = KeyedRandom(corruption_key(seed, name, severity, chosen), indices, images.device)
     with torch.no_grad():
-        out = _FUNCTIONS[name](x, params, rng, param_set=chosen).clamp_(0.0, 1.0)
+        out = entry.apply(x, params, rng, param_set=chosen).clamp_(0.0, 1.0)
     if is_uint8:
-        return torch.round(out * 255.0).to(torch.uint8)
+        scaled = out * 255.0
+        levels = torch.round(scaled) if entry.rounding == "round" else torch.floor(scaled)
+        return levels.to(torch.uint8)
     return out.to(images.dtype)

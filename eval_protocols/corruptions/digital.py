@@ -1,4 +1,4 @@
-"""Digital corruptions: brightness, contrast, elastic transform, pixelate, JPEG, saturate."""
+"""Digital corruptions: contrast, elastic transform, pixelate and JPEG compression."""
 
 from __future__ import annotations
 
@@ -10,46 +10,18 @@ from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
 
 from djepa_bench.eval_protocols.corruptions import ops
 from djepa_bench.eval_protocols.corruptions.params import ELASTIC_SCALE
+from djepa_bench.eval_protocols.corruptions.registry import corruption
 from djepa_bench.eval_protocols.corruptions.rng import KeyedRandom
 
 
-def brightness(x: torch.Tensor, c: float, rng: KeyedRandom, **_) -> torch.Tensor:
-    """Add c to the HSV value channel."""
-    return ops.hsv_adjust(x, lambda v: (v + c).clamp(0, 1), lambda s: s)
-
-
-def saturate(x: torch.Tensor, p: tuple, rng: KeyedRandom, **_) -> torch.Tensor:
-    """Scale and shift the HSV saturation channel."""
-    return ops.hsv_adjust(x, lambda v: v, lambda s: (s * p[0] + p[1]).clamp(0, 1))
-
-
+@corruption(  # factor about the channel mean
+    "contrast", "digital",
+    cifar=[0.75, 0.5, 0.4, 0.3, 0.15], imagenet=[0.4, 0.3, 0.2, 0.1, 0.05],
+)  # fmt: skip
 def contrast(x: torch.Tensor, c: float, rng: KeyedRandom, **_) -> torch.Tensor:
     """Shrink each channel towards its spatial mean by factor c."""
     means = x.mean(dim=(2, 3), keepdim=True)
     return (x - means) * c + means
-
-
-def pixelate(x: torch.Tensor, c: float, rng: KeyedRandom, **_) -> torch.Tensor:
-    """PIL BOX resize down by c then back up, as one linear map per axis."""
-    h, w = x.shape[-2:]
-
-    def axis(size: int) -> torch.Tensor:
-        small = max(int(size * c), 1)
-        m = ops.box_resize_matrix(small, size) @ ops.box_resize_matrix(size, small)
-        return torch.as_tensor(m, dtype=x.dtype, device=x.device)
-
-    return ops.apply_separable(x, axis(h), axis(w))
-
-
-def jpeg_compression(x: torch.Tensor, quality: int, rng: KeyedRandom, **_) -> torch.Tensor:
-    """Encode and decode with libjpeg through torchvision (on the CPU, so every device
-    gives the same bytes)."""
-    images = torch.round(x.detach().clamp(0, 1) * 255).to("cpu", torch.uint8)
-    with warnings.catch_warnings():  # torchvision 0.29 flags its image codecs as deprecated
-        warnings.simplefilter("ignore", DeprecationWarning)
-        encoded = encode_jpeg(list(images), quality=int(quality))
-        decoded = decode_jpeg(encoded, mode=ImageReadMode.UNCHANGED)
-    return (torch.stack(decoded).to(x.device, x.dtype)) / 255.0
 
 
 def _affine_from_points(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
@@ -60,6 +32,19 @@ def _affine_from_points(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
     return torch.cat([a.transpose(1, 2), bottom], 1)
 
 
+# (alpha, sigma, affine jitter) as fractions of the image size; the ImageNet original
+# multiplies by 244 for 224 px images ("should have been 224"), kept (see ELASTIC_SCALE)
+@corruption(
+    "elastic_transform", "digital",
+    cifar=[
+        (0, 0, 0.08), (0.05, 0.2, 0.07), (0.08, 0.06, 0.06), (0.1, 0.04, 0.05),
+        (0.1, 0.03, 0.03),
+    ],
+    imagenet=[
+        (2, 0.7, 0.1), (2, 0.08, 0.2), (0.05, 0.01, 0.02), (0.07, 0.01, 0.02),
+        (0.12, 0.01, 0.02),
+    ],
+)  # fmt: skip
 def elastic_transform(
     x: torch.Tensor, p: tuple, rng: KeyedRandom, param_set: str = "cifar", **_
 ) -> torch.Tensor:
@@ -99,3 +84,34 @@ def elastic_transform(
     return F.grid_sample(
         warped, grid, mode="bilinear", padding_mode="reflection", align_corners=False
     )
+
+
+@corruption(  # down-scale factor; PIL's resize rounds to 8 bits
+    "pixelate", "digital",
+    cifar=[0.95, 0.9, 0.85, 0.75, 0.65], imagenet=[0.6, 0.5, 0.4, 0.3, 0.25],
+    rounding="round",
+)  # fmt: skip
+def pixelate(x: torch.Tensor, c: float, rng: KeyedRandom, **_) -> torch.Tensor:
+    """PIL BOX resize down by c then back up, as one linear map per axis."""
+    h, w = x.shape[-2:]
+
+    def axis(size: int) -> torch.Tensor:
+        small = max(int(size * c), 1)
+        m = ops.box_resize_matrix(small, size) @ ops.box_resize_matrix(size, small)
+        return torch.as_tensor(m, dtype=x.dtype, device=x.device)
+
+    return ops.apply_separable(x, axis(h), axis(w))
+
+
+@corruption(  # quality
+    "jpeg_compression", "digital", cifar=[80, 65, 58, 50, 40], imagenet=[25, 18, 15, 10, 7]
+)
+def jpeg_compression(x: torch.Tensor, quality: int, rng: KeyedRandom, **_) -> torch.Tensor:
+    """Encode and decode with libjpeg through torchvision (on the CPU, so every device
+    gives the same bytes)."""
+    images = torch.round(x.detach().clamp(0, 1) * 255).to("cpu", torch.uint8)
+    with warnings.catch_warnings():  # torchvision 0.29 flags its image codecs as deprecated
+        warnings.simplefilter("ignore", DeprecationWarning)
+        encoded = encode_jpeg(list(images), quality=int(quality))
+        decoded = decode_jpeg(encoded, mode=ImageReadMode.UNCHANGED)
+    return (torch.stack(decoded).to(x.device, x.dtype)) / 255.0

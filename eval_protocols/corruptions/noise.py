@@ -1,4 +1,4 @@
-"""Noise corruptions: gaussian, shot (Poisson), impulse (salt and pepper), speckle."""
+"""Noise corruptions: gaussian, shot (Poisson) and impulse (salt and pepper) noise."""
 
 from __future__ import annotations
 
@@ -8,9 +8,14 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from djepa_bench.eval_protocols.corruptions.registry import corruption
 from djepa_bench.eval_protocols.corruptions.rng import KeyedRandom
 
 
+@corruption(
+    "gaussian_noise", "noise",
+    cifar=[0.04, 0.06, 0.08, 0.09, 0.10], imagenet=[0.08, 0.12, 0.18, 0.26, 0.38],
+)  # fmt: skip
 def gaussian_noise(x: torch.Tensor, c: float, rng: KeyedRandom, **_) -> torch.Tensor:
     """x + N(0, c^2) per pixel and channel."""
     return x + rng.normal(0, tuple(x.shape[1:])).to(x.device) * c
@@ -63,6 +68,9 @@ def poisson_inverse_cdf(levels: torch.Tensor, u: torch.Tensor, c: float) -> torc
     return k.view(levels.shape)
 
 
+@corruption(  # photons per unit intensity
+    "shot_noise", "noise", cifar=[500, 250, 100, 75, 50], imagenet=[60, 25, 12, 5, 3]
+)
 def shot_noise(x: torch.Tensor, c: float, rng: KeyedRandom, **_) -> torch.Tensor:
     """Poisson(x c) / c: photon noise with c photons per unit intensity.
 
@@ -82,13 +90,12 @@ def shot_noise(x: torch.Tensor, c: float, rng: KeyedRandom, **_) -> torch.Tensor
     return (out / c).to(x.device, x.dtype)
 
 
+@corruption(  # salt-and-pepper fraction
+    "impulse_noise", "noise",
+    cifar=[0.01, 0.02, 0.03, 0.05, 0.07], imagenet=[0.03, 0.06, 0.09, 0.17, 0.27],
+)  # fmt: skip
 def impulse_noise(x: torch.Tensor, c: float, rng: KeyedRandom, **_) -> torch.Tensor:
     """A fraction c of values set to 0 or 1 with equal odds (skimage 's&p')."""
     u = rng.uniform(0, tuple(x.shape[1:])).to(x.device)
     # one draw decides both: u < c flips the value, and half of those (u < c/2) are salt
     return torch.where(u < c, (u < c / 2).to(x.dtype), x)
-
-
-def speckle_noise(x: torch.Tensor, c: float, rng: KeyedRandom, **_) -> torch.Tensor:
-    """x + x N(0, c^2): multiplicative noise."""
-    return x + x * rng.normal(0, tuple(x.shape[1:])).to(x.device) * c
