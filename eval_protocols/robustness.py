@@ -163,10 +163,16 @@ def plan(ctx: EvalContext) -> RobustnessPlan:
     baseline = Path(cfg.baseline) if cfg.baseline else None
     baselines = {}
     if baseline is not None:
+        wanted = {(c, s) for c in corruptions for s in severities}
         for name in classifiers:
             baselines[name] = load_baseline(
                 baseline, ctx.dataset, name, param_set, source, len(positions), ctx.log
             )
+            if not wanted & set(baselines[name][0]):
+                raise UserError(
+                    f"baseline {baseline} has no {name} robustness records for the corruptions"
+                    " and severities asked for here; evaluate the baseline on them first"
+                )
     return RobustnessPlan(
         classifiers=classifiers, corruptions=corruptions, severities=severities,
         param_set=param_set, seed=cfg.seed, knn_k=cfg.knn_k, test=test, split=split,
@@ -462,34 +468,3 @@ def load_baseline(
             f"test images, this run on {test_images}; CE compares different image sets"
         )
     return accuracy, clean, run_name
-
-
-def check_baseline(ctx: EvalContext) -> None:
-    """Check eval.robustness.baseline before any corruption is run (the eval command calls it).
-
-    The baseline file must exist and hold, for every classifier, robustness records on
-    this dataset with the parameter set and source this run will use, for at least one of
-    the (corruption, severity) pairs asked for; otherwise a one-line UserError now, not
-    after all corruptions ran.
-    """
-    cfg = ctx.config.eval.robustness
-    if not cfg.baseline:
-        return
-    test = ctx.splits["test"]
-    official = bool(cfg.official)
-    param_set = "official" if official else resolve_param_set(cfg.params, test.image_size)
-    source = "official" if official else "generated"
-    n_images = len(test) if cfg.test_subset is None else min(cfg.test_subset, len(test))
-    wanted = {
-        (c, s)
-        for c in resolve_corruptions(cfg.corruptions)
-        for s in resolve_severities(cfg.severities)
-    }
-    baseline = Path(cfg.baseline)
-    for name in parse_classifiers(cfg.classifiers):
-        accuracy, _, _ = load_baseline(baseline, ctx.dataset, name, param_set, source, n_images)
-        if not wanted & set(accuracy):
-            raise UserError(
-                f"baseline {baseline} has no {name} robustness records for the corruptions and "
-                "severities asked for here; evaluate the baseline on them first"
-            )

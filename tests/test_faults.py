@@ -310,7 +310,7 @@ def no_work(monkeypatch):
         raise AssertionError("work started before the inputs were checked")
 
     monkeypatch.setattr("djepa_bench.feature_cache.FeatureSource._load_or_extract", forbidden)
-    monkeypatch.setattr("djepa_bench.eval_protocols.robustness._corrupted_features", forbidden)
+    monkeypatch.setattr("djepa_bench.eval_protocols.robustness.corrupted_features", forbidden)
 
 
 def test_eval_out_that_is_a_file_fails_before_the_work(run_cli, tmp_path, no_work):

@@ -216,9 +216,9 @@ def eval_command(
         distributed=distributed,
     )  # fmt: skip
     if "robustness" in names:
-        from djepa_bench.eval_protocols.robustness import check_baseline
+        from djepa_bench.eval_protocols.robustness import plan
 
-        check_baseline(ctx)  # a wrong --baseline fails now, not after every corruption ran
+        plan(ctx)  # bad robustness settings or --baseline fail now, not after the other work
     splits, enc, features = ctx.splits, ctx.encoder, ctx.features
     _log(
         f"eval {subject.identity.run} ({subject.kind}, encoder={enc.which}, pool={enc.pool}) "
