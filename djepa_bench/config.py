@@ -148,16 +148,23 @@ class KnnConfig:
 class LinearConfig:
     """Linear-probe settings."""
 
-    lrs: list[float] = field(default_factory=lambda: [3e-3, 1e-2, 3e-2, 1e-1])
-    # Decoupled (AdamW-style) decay: lr * wd per step, so useful values are larger than L2s.
-    weight_decays: list[float] = field(default_factory=lambda: [0.0, 1e-3, 1e-2, 1e-1])
-    optimizer: str = "adamw"  # adamw | sgd
+    lrs: list[float] = field(default_factory=lambda: [1e-3, 1e-2, 1e-1])
+    # SGD: an L2 penalty wd/2 ||W||^2 on the mean loss (scikit-learn's C = 1 / (wd * N));
+    # AdamW: decoupled, lr * wd per step.
+    weight_decays: list[float] = field(
+        default_factory=lambda: [0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0]
+    )
+    optimizer: str = "sgd"  # sgd | adamw
     epochs: int = 100
     batch_size: int = 2048  # capped so every epoch has at least 10 steps
     val_fraction: float = 0.1
     seed: int = 0
     momentum: float = 0.9  # SGD only
     refit: bool = True  # retrain the selected (lr, wd) on all of train before testing
+    # Streaming: chunks of rows read whole, in random order, shuffled together in a buffer;
+    # small chunks mix classes of a class-sorted file, a larger buffer mixes more.
+    chunk_rows: int = 64  # >= 1
+    buffer_rows: int = 262144  # >= 1
 
 
 @dataclass
