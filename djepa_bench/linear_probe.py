@@ -89,8 +89,9 @@ class LinearProbe:
 
     def _chunks(self, feats: FeatureArray):
         n = check_features(feats)[0]
-        for start in range(0, n, EVAL_CHUNK):
-            x = read_rows(feats, start, min(start + EVAL_CHUNK, n), self.weight.device)
+        chunk = max(1, min(EVAL_CHUNK, 2**26 // self.weight.shape[1]))  # logits <= 256 MB
+        for start in range(0, n, chunk):
+            x = read_rows(feats, start, min(start + chunk, n), self.weight.device)
             yield start, (x - self.mean) / self.std @ self.weight + self.bias
 
     def logits(self, feats: FeatureArray) -> torch.Tensor:
@@ -227,13 +228,13 @@ def heads_top1(
     correct = torch.zeros(heads, dtype=torch.float64)
     rank, size = world()
     n = check_features(feats)[0]
-    starts = range(0, n, EVAL_CHUNK)
-    for start in list(starts)[rank::size]:
-        lo, hi = np.searchsorted(rows, [start, start + EVAL_CHUNK])
+    chunk = max(1, min(EVAL_CHUNK, 2**26 // (heads * classes)))  # logits <= 256 MB
+    for start in list(range(0, n, chunk))[rank::size]:
+        lo, hi = np.searchsorted(rows, [start, start + chunk])
         if hi == lo:
             continue
         sel = rows[lo:hi]
-        x = read_rows(feats, start, min(start + EVAL_CHUNK, n), w.device)
+        x = read_rows(feats, start, min(start + chunk, n), w.device)
         x = (x[torch.from_numpy(sel - start).to(w.device)] - mean) / std
         pred = (F.pad(x, (0, 1), value=1.0) @ flat).view(-1, heads, classes).argmax(-1)
         y = labels[torch.from_numpy(sel)].to(w.device)
