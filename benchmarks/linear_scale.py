@@ -9,7 +9,8 @@ chunk, then:
     pages of the memmap included) and test top-1;
 (b) subset: a seeded random subset of train rows that fits in memory, probed twice with the
     same settings: in memory (a float32 tensor, one global shuffle: buffer >= rows) and
-    streamed from an fp16 memmap with the buffer cut to the full run's buffer / rows ratio;
+    streamed from an fp16 memmap with chunk and buffer cut by the subset's share of the rows
+    (so a class spans as many chunks, and a buffer holds as many chunks, as in the full run);
     the two test top-1 accuracies and their difference (goal: within 0.2 points).
 Each part runs in a fresh process, so each peak is its own. The grid, epochs and refit are
 flags: on a shared 2-core CPU the full size is run with one head and one epoch.
@@ -122,6 +123,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--skip-full", action="store_true", help="only the subset check")
     parser.add_argument(
+        "--reuse", action="store_true", help="keep feature files of this size already in --dir"
+    )
+    parser.add_argument(
         "--in-process", action="store_true", help="no fresh processes (peaks not separate)"
     )
     args = parser.parse_args(argv)
@@ -129,12 +133,16 @@ def main(argv: list[str] | None = None) -> dict:
     folder = Path(args.dir or tmp.name)
     folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    generate(folder, args.rows, args.dim, args.classes, args.test, args.spread)
+    expected = args.rows * args.dim * 2
+    train_file = folder / "train.f16"
+    reuse = args.reuse and train_file.is_file() and train_file.stat().st_size == expected
+    if not reuse:
+        generate(folder, args.rows, args.dim, args.classes, args.test, args.spread)
     size_gb = (folder / "train.f16").stat().st_size / 1e9
     print(
         f"synthetic features: {args.rows} x {args.dim} fp16 train ({size_gb:.2f} GB on disk, "
-        f"sorted by class), {args.test} test, {args.classes} classes; written in "
-        f"{time.perf_counter() - start:.0f} s",
+        f"sorted by class), {args.test} test, {args.classes} classes; "
+        + ("reused" if reuse else f"written in {time.perf_counter() - start:.0f} s"),
         flush=True,
     )
     cfg = dict(
@@ -159,9 +167,14 @@ def main(argv: list[str] | None = None) -> dict:
         )
     rows = np.sort(np.random.default_rng(4).permutation(args.rows)[: args.subset]).tolist()
     sub = dict(cfg, epochs=args.subset_epochs)
-    ratio = args.buffer_rows / args.rows
+    # The streamed subset keeps the full run's structure: chunk and buffer scaled by the
+    # subset's share, so a class spans as many chunks and a buffer holds as many chunks.
+    share = args.subset / args.rows
     in_memory = dict(sub, buffer_rows=max(args.subset, args.buffer_rows))
-    streamed = dict(sub, buffer_rows=max(1, int(args.subset * ratio)))
+    streamed = dict(
+        sub, buffer_rows=max(1, round(args.buffer_rows * share)),
+        chunk_rows=max(1, round(args.chunk_rows * share)),
+    )  # fmt: skip
     acc_mem, t_mem, rss_mem, _ = run_fresh(
         str(folder), args.dim, args.classes, in_memory, rows, "memory", in_process=args.in_process
     )
@@ -173,7 +186,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(
         f"(b) subset of {args.subset} rows, {args.subset_epochs} epochs: in memory (float32, one "
         f"global shuffle) {acc_mem:.2f} ({t_mem:.0f} s, peak RSS {rss_mem:.2f} GB); streamed "
-        f"(fp16 memmap, buffer {streamed['buffer_rows']} rows) {acc_str:.2f} ({t_str:.0f} s, "
+        f"(fp16 memmap, chunks of {streamed['chunk_rows']} rows, buffer "
+        f"{streamed['buffer_rows']} rows) {acc_str:.2f} ({t_str:.0f} s, "
         f"peak RSS {rss_str:.2f} GB)",
         flush=True,
     )
