@@ -184,19 +184,24 @@ class LinearConfig:
     """Linear-probe settings."""
 
     lrs: Annotated[list[PositiveFloat], Length(min=1)] = field(
-        default_factory=lambda: [3e-3, 1e-2, 3e-2, 1e-1]
+        default_factory=lambda: [1e-3, 1e-2, 1e-1]
     )
-    # Decoupled (AdamW-style) decay: lr * wd per step, so useful values are larger than L2s.
+    # SGD: an L2 penalty wd/2 ||W||^2 on the mean loss (scikit-learn's C = 1 / (wd * N));
+    # AdamW: decoupled, lr * wd per step.
     weight_decays: Annotated[list[NonNegativeFloat], Length(min=1)] = field(
-        default_factory=lambda: [0.0, 1e-3, 1e-2, 1e-1]
+        default_factory=lambda: [0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0]
     )
-    optimizer: Literal["adamw", "sgd"] = "adamw"
+    optimizer: Literal["sgd", "adamw"] = "sgd"
     epochs: PositiveInt = 100
     batch_size: PositiveInt = 2048  # capped so every epoch has at least 10 steps
     val_fraction: OpenFraction = 0.1
     seed: NonNegativeInt = 0
     momentum: Annotated[float, Range(ge=0, lt=1)] = 0.9  # SGD only
     refit: bool = True  # retrain the selected (lr, wd) on all of train before testing
+    # Streaming: chunks of rows read whole, in random order, shuffled together in a buffer;
+    # small chunks mix classes of a class-sorted file, a larger buffer mixes more.
+    chunk_rows: PositiveInt = 64
+    buffer_rows: PositiveInt = 262144
 
 
 @dataclass

@@ -19,7 +19,7 @@ def run(ctx: EvalContext) -> list[dict]:
     params = {
         "lr": hp["lr"], "wd": hp["wd"], "optimizer": hp["optimizer"], "epochs": hp["epochs"],
         "val_top1": hp["val_top1"], "val_fraction": hp["val_fraction"], "refit": hp["refit"],
-        "grid_size": len(hp["grid"]),
+        "grid_size": len(hp["grid"]), "grid_edge": hp.get("grid_edge"),
     }  # fmt: skip
     ctx.log(f"linear: test top-1 {accuracy[1]:.2f} (lr={hp['lr']:g}, wd={hp['wd']:g})")
     return [ctx.record("linear", f"top{k}", v, params, time_s=elapsed) for k, v in accuracy.items()]

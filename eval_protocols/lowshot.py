@@ -1,8 +1,10 @@
 """Low-shot protocol: n labelled images per class (or a percentage), several seeded draws.
 
-Per draw, a scikit-learn logistic regression on features standardised with the whole
-(unlabelled) train set's statistics, C chosen by stratified cross-validation on the drawn
-images when every class has at least `cv_min_shots` of them (else `default_c`); and a
+Per draw, a scikit-learn pipeline of StandardScaler and logistic regression: features are
+standardised with the statistics of the drawn (labelled) images only, as a user with only
+those labels would (of each fold's training part inside cross-validation; a dimension
+constant on them is centred, not scaled). C is chosen by stratified cross-validation on the
+drawn images when every class has at least `cv_min_shots` of them (else `default_c`). And a
 kNN vote with the drawn images as the bank. One record per (size, trial, classifier), so
 reports give mean, std and a 95% CI. Draws are nested: the first n images of a per-class
 seeded permutation, so a trial's 5-shot set contains its 2-shot set.
@@ -21,7 +23,6 @@ from djepa_bench.errors import UserError
 from djepa_bench.eval_protocols.base import EvalContext
 from djepa_bench.eval_protocols.registry import register
 from djepa_bench.knn import KnnClassifier
-from djepa_bench.linear_probe import standardiser
 
 
 def class_permutations(labels: torch.Tensor, seed: int) -> dict[int, np.ndarray]:
@@ -47,19 +48,24 @@ def draw_percent(labels: torch.Tensor, percent: float, seed: int) -> np.ndarray:
 
 
 def fit_logreg(x: np.ndarray, y: np.ndarray, cfg: LowShotConfig, seed: int):
-    """A fitted LogisticRegression and its C (by stratified CV when there are enough shots)."""
+    """A fitted StandardScaler + LogisticRegression pipeline and its C (by stratified CV when
+    there are enough shots); the scaler learns from `x` (each CV fold: its training part)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
     min_count = int(np.bincount(y)[np.unique(y)].min())
-    base = LogisticRegression(C=cfg.default_c, max_iter=cfg.max_iter)
+    logreg = LogisticRegression(C=cfg.default_c, max_iter=cfg.max_iter)
+    base = make_pipeline(StandardScaler(), logreg)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # lbfgs convergence chatter on tiny sets
         if min_count >= max(2, cfg.cv_min_shots) and len(cfg.cs) > 1:
             folds = StratifiedKFold(min(5, min_count), shuffle=True, random_state=seed)
-            search = GridSearchCV(base, {"C": list(cfg.cs)}, cv=folds, n_jobs=cfg.n_jobs)
+            grid = {"logisticregression__C": list(cfg.cs)}
+            search = GridSearchCV(base, grid, cv=folds, n_jobs=cfg.n_jobs)
             search.fit(x, y)
-            return search.best_estimator_, float(search.best_params_["C"]), True
+            return search.best_estimator_, float(search.best_params_[next(iter(grid))]), True
         return base.fit(x, y), float(cfg.default_c), False
 
 
@@ -83,8 +89,7 @@ def run(ctx: EvalContext) -> list[dict]:
     sizes = _sizes(cfg)
     train, test = ctx.features.get("train"), ctx.features.get("test")
     train_labels, test_labels = ctx.features.labels("train"), ctx.features.labels("test")
-    mean, std = standardiser(train)
-    x_test = ((test.float() - mean) / std).numpy()
+    x_test = test.float().numpy()
     knn_cfg = ctx.config.eval.knn
     records = []
     for kind, size in sizes:
@@ -95,13 +100,14 @@ def run(ctx: EvalContext) -> list[dict]:
                 idx = draw_shots(train_labels, int(size), seed)
             else:
                 idx = draw_percent(train_labels, float(size), seed)
-            x = ((train[idx].float() - mean) / std).numpy()
             y = train_labels[idx].numpy()
             base = {kind: size, "trial": trial, "seed": seed, "num_labelled": len(idx)}
             start = time.perf_counter()
-            clf, c, cv = fit_logreg(x, y, cfg, seed)
+            clf, c, cv = fit_logreg(train[idx].float().numpy(), y, cfg, seed)
             acc = 100.0 * float((clf.predict(x_test) == test_labels.numpy()).mean())
-            params = base | {"classifier": "logreg", "C": c, "cv": cv}
+            params = base | {
+                "classifier": "logreg", "C": c, "cv": cv, "standardised_on": "labelled"
+            }  # fmt: skip
             records.append(
                 ctx.record("lowshot", "top1", acc, params, time_s=time.perf_counter() - start)
             )

@@ -32,7 +32,7 @@ def test_pixels_on_digits_writes_records_for_three_protocols(run_cli, tmp_path):
     assert top1_k20["run"] == "pixels" and top1_k20["dataset"] == "digits"
     linear = read_records(out / "linear.jsonl")
     assert [r["metric"] for r in linear] == ["top1", "top5"]
-    assert {"lr", "wd", "optimizer", "epochs", "val_top1"} <= set(linear[0]["params"])
+    assert {"lr", "wd", "optimizer", "epochs", "val_top1", "grid_edge"} <= set(linear[0]["params"])
     assert len(read_records(out / "lowshot.jsonl")) == 2 * 2 * 2
     assert "protocol" in res.out and "knn" in res.out and "linear" in res.out
     assert "extracted" in res.err

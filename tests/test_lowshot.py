@@ -44,7 +44,7 @@ def test_c_by_cross_validation_only_with_enough_shots():
     assert cv and c in (0.01, 1.0)
     few = np.concatenate([np.flatnonzero(y == k)[:2] for k in range(3)])
     model, c, cv = fit_logreg(x[few], y[few], cfg, seed=0)
-    assert not cv and c == 0.5 and model.C == 0.5
+    assert not cv and c == 0.5 and model[-1].C == 0.5
 
 
 def test_protocol_records_every_trial_for_both_classifiers(tmp_path):
@@ -84,3 +84,32 @@ def test_empty_sizes_are_a_user_error(tmp_path):
                 "eval.lowshot.shots=[]",
             ],
         )
+
+
+def test_logreg_standardises_with_the_labelled_subset_of_each_trial(tmp_path, monkeypatch):
+    """Every logistic regression (final and CV folds) sees features centred and scaled on the
+    images it trains on, never with the statistics of the whole (unlabelled) train set."""
+    from sklearn.linear_model import LogisticRegression
+
+    seen = []
+    fit = LogisticRegression.fit
+
+    def spy(self, x, y, *args, **kwargs):
+        seen.append(np.asarray(x))
+        return fit(self, x, y, *args, **kwargs)
+
+    monkeypatch.setattr(LogisticRegression, "fit", spy)
+    subject = load_subject(
+        model="pixels",
+        overrides=[
+            "data.dataset=digits", f"eval.cache_dir={tmp_path}", "eval.lowshot.shots=[1,5]",
+            "eval.lowshot.trials=2", "eval.lowshot.cs=[0.1,1.0]", "eval.lowshot.knn=false",
+        ],
+    )  # fmt: skip
+    records = run_lowshot(build_context(subject))
+    assert len(records) == 4 and len(seen) > 4  # CV fits as well as the final ones
+    for x in seen:
+        np.testing.assert_allclose(x.mean(0), 0.0, atol=1e-5)
+        std = x.std(0)
+        assert np.all((np.abs(std - 1.0) < 1e-4) | (std < 1e-6))  # constant dims: centred only
+    assert all(r["params"]["standardised_on"] == "labelled" for r in records)
