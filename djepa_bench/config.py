@@ -77,8 +77,11 @@ class MaskConfig:
     min_keep: PositiveInt = 4
     # How context sets of different lengths are batched: "pad" keeps every context token
     # (padded to the batch maximum with attention masking); "truncate" cuts to the batch
-    # minimum like the official collator; "subsample" draws a random subset of that size.
-    context_batching: Literal["pad", "truncate", "subsample"] = "pad"
+    # minimum like the official collator; "subsample" draws a random subset of that size;
+    # "fixed" keeps every token like "pad" but pads contexts and target blocks to the longest
+    # the mask scales allow, so every shape of a step is fixed (what train.compile needs), and
+    # samples the masks on the training device.
+    context_batching: Literal["pad", "truncate", "subsample", "fixed"] = "pad"
 
 
 @dataclass
