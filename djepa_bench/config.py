@@ -160,7 +160,11 @@ class TrainConfig:
     seed: NonNegativeInt = 0
     device: DeviceName = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    # torch.compile the step's forward and loss (one graph, compiled once: needs
+    # mask.context_batching=fixed); compile_mode is torch.compile's mode ("reduce-overhead"
+    # and "max-autotune" replay CUDA graphs on a GPU).
     compile: bool = False
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
     log_every: PositiveInt = 20  # steps between log.jsonl rows
     checkpoint_every: PositiveInt = 1  # epochs between checkpoint-epNNN.pt files
     checkpoint_every_steps: NonNegativeInt = 0  # also write checkpoint.pt every N steps (0: off)
@@ -360,6 +364,12 @@ def check_consistency(cfg: Config) -> None:
         raise UserError(
             f"optim.ema_start {o.ema_start:g} is above optim.ema_end {o.ema_end:g}; the EMA "
             "momentum rises during training"
+        )
+    if cfg.train.compile and cfg.mask.context_batching != "fixed":
+        raise UserError(
+            f"train.compile needs mask.context_batching=fixed (static shapes; with "
+            f"{cfg.mask.context_batching} every new context length recompiles); set "
+            "mask.context_batching=fixed or train.compile=false"
         )
     if not cfg.eval.lowshot.shots and not cfg.eval.lowshot.percents:
         raise UserError("eval.lowshot needs shots or percents; e.g. eval.lowshot.shots=[1,5]")

@@ -208,3 +208,12 @@ def test_padded_queries_never_reach_real_outputs():
                          noisy[1:, :, :2], level[1:])  # fmt: skip
     torch.testing.assert_close(base.denoised[1:, :, :2], unpadded.denoised, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(base.masked[1:, :, :2], unpadded.masked, atol=1e-5, rtol=1e-5)
+
+
+def test_compile_without_static_shapes_is_refused_when_the_config_is_built():
+    from djepa_bench.config import build_config
+
+    with pytest.raises(UserError, match="train.compile needs mask.context_batching=fixed"):
+        build_config(overrides=["train.compile=true", "mask.context_batching=pad"])
+    cfg = build_config(overrides=["train.compile=true", "mask.context_batching=fixed"])
+    assert cfg.train.compile and cfg.train.compile_mode == "default"
