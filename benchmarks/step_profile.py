@@ -1,10 +1,11 @@
 """Where a training step spends its time: CPU enqueue vs synchronised step, GPU kernels.
 
-For each method (same model, batch and masks) it prints the median synchronised step
-time, the time the CPU takes to enqueue the step (equal to the step time when the step
-is launch-bound or waits on the device), the kernels launched and the GPU-busy time per
-step, then torch.profiler's table of the costliest operators. Ends with the djepa/ijepa
-ratio of step times and, on a GPU, of GPU-busy times.
+It profiles the trainer's own step object (train/step.py, built as train_step.py does).
+For each method (same model, batch and step indices, hence masks) it prints the median
+synchronised step time, the time the CPU takes to enqueue the step (equal to the step
+time when the step is launch-bound or waits on the device), the kernels launched and the
+GPU-busy time per step, then torch.profiler's table of the costliest operators. Ends with
+the djepa/ijepa ratio of step times and, on a GPU, of GPU-busy times.
 
     python3 benchmarks/step_profile.py --preset cifar10-vit-tiny            # on a GPU
     .venv/bin/python benchmarks/step_profile.py --preset cifar10-cpu --device cpu --threads 2
@@ -18,9 +19,7 @@ import time
 
 import torch
 from torch.profiler import ProfilerActivity, profile
-from train_step import MethodStep, add_setup_arguments, setup, sync
-
-from djepa_bench.masks import MultiBlockMasker
+from train_step import add_setup_arguments, build_step, setup, sync
 
 
 def main() -> None:
@@ -32,21 +31,19 @@ def main() -> None:
     cfg, device, bf16, image_size, channels = setup(args)
     cuda = device.type == "cuda"
     batch = cfg.optim.batch_size
-    masker = MultiBlockMasker(image_size // cfg.model.patch_size, cfg.mask)
-    masks = [masker(batch, torch.Generator().manual_seed(i)).to(device) for i in range(4)]
     images = torch.randn(batch, channels, image_size, image_size).to(device)
 
     step_ms: dict[str, float] = {}
     busy_ms: dict[str, float] = {}
     for method in ("ijepa", "djepa"):
-        step = MethodStep(cfg, method, image_size, channels, device, bf16)
+        step = build_step(cfg, method, image_size, channels, device)
         for i in range(5):
-            step(images, masks[i % 4], i)
+            step(images, i)
         synced, enqueued = [], []
-        for i in range(args.steps):
+        for i in range(5, 5 + args.steps):
             sync(device)
             start = time.perf_counter()
-            step(images, masks[i % 4], i)
+            step(images, i)
             launched = time.perf_counter()
             sync(device)
             enqueued.append(launched - start)
@@ -60,7 +57,7 @@ def main() -> None:
         profiled = 3
         with profile(activities=activities) as prof:
             for i in range(profiled):
-                step(images, masks[i % 4], i)
+                step(images, 5 + args.steps + i)
             sync(device)
         if cuda:
             kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]

@@ -1,10 +1,12 @@
 """Training-step cost of D-JEPA relative to I-JEPA: same model, batch, masks, in one run.
 
-Each iteration runs one full optimisation step (target encoder, context encoder,
-predictor, backward, AdamW, EMA) of each method on the same images and masks,
-interleaved so that a shared machine's load affects both alike. Prints the median step
-times, images/s, the ratio djepa/ijepa (goal <= 1.25), FLOPs per step counted with
-torch.utils.flop_counter.FlopCounterMode and, on a GPU, the fraction of the bf16 peak (MFU).
+Each iteration runs one step of the trainer's own step object (train/step.py: schedules,
+masks and noise drawn per step, target encoder, context encoder, predictor, backward,
+gradient clipping as configured, AdamW, EMA) of each method on the same images and step
+index (hence the same masks), interleaved so that a shared machine's load affects both
+alike. Prints the median step times, images/s, the ratio djepa/ijepa (goal <= 1.25),
+FLOPs per step counted with torch.utils.flop_counter.FlopCounterMode and, on a GPU, the
+fraction of the bf16 peak (MFU).
 
     .venv/bin/python benchmarks/train_step.py --preset cifar10-cpu --steps 20
     python3 benchmarks/train_step.py --preset cifar10-vit-tiny --steps 50   # on a GPU
@@ -13,10 +15,10 @@ torch.utils.flop_counter.FlopCounterMode and, on a GPU, the fraction of the bf16
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -25,43 +27,33 @@ from torch.utils.flop_counter import FlopCounterMode
 from djepa_bench.config import Config, build_config
 from djepa_bench.data import get_spec
 from djepa_bench.distributed import resolve_device
-from djepa_bench.masks import MultiBlockMasker
-from djepa_bench.models import build_encoder, build_predictor, build_schedule
-from djepa_bench.train.objectives import JepaModel, compute_losses, projector_for
-from djepa_bench.train.optim import build_optimizer, ema_update, set_lr_wd
+from djepa_bench.train.step import TrainStep, uses_bf16
+
+# No data is read: the schedules run as over an epoch of this many images (CIFAR-10's train).
+NOMINAL_EPOCH_IMAGES = 50_000
 
 
-class MethodStep:
-    """One method's models and optimiser, and a callable doing one training step."""
-
-    def __init__(self, cfg, method: str, image_size: int, channels: int, device, bf16: bool):
-        self.cfg = copy.deepcopy(cfg)
-        self.cfg.train.method = method
-        torch.manual_seed(0)
-        encoder = build_encoder(cfg.model, image_size, channels)
-        projector = projector_for(cfg.regularizer, encoder.embed_dim)
-        predictor = build_predictor(cfg.model, encoder, method)
-        self.model = JepaModel(encoder, predictor, projector).to(device)
-        self.target = copy.deepcopy(encoder).to(device).requires_grad_(False)
-        self.optimizer = build_optimizer(self.model, cfg.optim, device)
-        self.schedule = build_schedule(cfg.diffusion) if method == "djepa" else None
-        self.device, self.bf16 = device, bf16
-        self.forward_model, self.forward_target = self.model, self.target
-        if cfg.train.compile:
-            self.forward_model = torch.compile(self.model)
-            self.forward_target = torch.compile(self.target)
-
-    def __call__(self, images, masks, seed: int) -> None:
-        set_lr_wd(self.optimizer, self.cfg.optim.lr, self.cfg.optim.weight_decay)
-        gen = torch.Generator(device=self.device).manual_seed(seed)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            parts = compute_losses(
-                self.forward_model, self.forward_target, self.schedule, images, masks, self.cfg, gen
-            )
-        self.optimizer.zero_grad(set_to_none=True)
-        parts.loss.backward()
-        self.optimizer.step()
-        ema_update(self.target, self.model.context_encoder, 0.996)
+def build_step(
+    cfg: Config,
+    method: str,
+    image_size: int,
+    channels: int,
+    device: torch.device,
+    steps_per_epoch: int | None = None,
+) -> TrainStep:
+    """The trainer's own step object for `method` in one process (clipping, schedules, EMA);
+    schedules over `steps_per_epoch` (default: a nominal epoch of 50,000 images)."""
+    cfg = replace(cfg, train=replace(cfg.train, method=method))
+    images = cfg.data.train_subset or NOMINAL_EPOCH_IMAGES
+    per_epoch = steps_per_epoch or max(1, images // cfg.optim.batch_size)
+    return TrainStep(
+        cfg,
+        image_size,
+        channels,
+        device,
+        total_steps=per_epoch * cfg.train.epochs,
+        steps_per_epoch=per_epoch,
+    )
 
 
 def add_setup_arguments(parser: argparse.ArgumentParser, preset: str) -> None:
@@ -82,7 +74,7 @@ def setup(args: argparse.Namespace) -> tuple[Config, torch.device, bool, int, in
         overrides.append(f"optim.batch_size={args.batch}")
     cfg = build_config(args.preset, None, overrides)
     device = resolve_device(args.device)
-    bf16 = device.type == "cuda" and cfg.train.precision != "fp32"
+    bf16 = uses_bf16(cfg.train.precision, device)
     if cfg.data.dataset.startswith("imagefolder:"):
         return cfg, device, bf16, cfg.data.image_size or 224, 3
     spec = get_spec(cfg.data.dataset)
@@ -108,31 +100,25 @@ def main() -> None:
     args = parser.parse_args()
     cfg, device, bf16, image_size, channels = setup(args)
     batch = cfg.optim.batch_size
-    methods = {
-        m: MethodStep(cfg, m, image_size, channels, device, bf16) for m in ("ijepa", "djepa")
-    }
-    grid = image_size // cfg.model.patch_size
-    masker = MultiBlockMasker(grid, cfg.mask)
+    methods = {m: build_step(cfg, m, image_size, channels, device) for m in ("ijepa", "djepa")}
     gen = torch.Generator().manual_seed(0)
     images = torch.randn(batch, channels, image_size, image_size, generator=gen).to(device)
 
     flops = {}
-    masks0 = masker(batch, torch.Generator().manual_seed(0)).to(device)
     for name, step in methods.items():
         counter = FlopCounterMode(display=False)
         with counter:
-            step(images, masks0, 0)
+            step(images, 0)
         flops[name] = counter.get_total_flops()
 
     times: dict[str, list[float]] = {m: [] for m in methods}
-    for i in range(args.warmup + args.steps):
-        masks = masker(batch, torch.Generator().manual_seed(i + 1)).to(device)
-        for name, step in methods.items():
+    for i in range(1, 1 + args.warmup + args.steps):
+        for name, step in methods.items():  # the same step index: the same masks
             sync(device)
             start = time.perf_counter()
-            step(images, masks, i)
+            step(images, i)
             sync(device)
-            if i >= args.warmup:
+            if i > args.warmup:
                 times[name].append(time.perf_counter() - start)
 
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"

@@ -171,6 +171,7 @@ class TrainConfig:
     monitor: bool = True  # per-epoch kNN / RankMe / feature-std on a small held-out set
     monitor_size: PositiveInt = 1000
     cpu_threads: NonNegativeInt = 0  # torch intra-op threads on CPU (0: torch's default)
+    tensorboard: bool = False  # mirror log.jsonl as TensorBoard scalars in RUN/tensorboard
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from djepa_bench.records import read_records, results_dir
 REFERENCE_METHODS = ("pixels", "random", "timm", "ijepa-official")
 RECORD_COLUMNS = [
     "run_dir", "run", "method", "seed", "checkpoint_sha256", "dataset", "split", "protocol",
-    "metric", "value", "params", "created", "version",
+    "metric", "value", "params", "created", "version", "eval_preset",
 ]  # fmt: skip
 MISSING = "—"  # shown for a group-by field a run does not have (e.g. a floor without config)
 _GLOB_CHARS = set("*?[")
@@ -203,24 +204,58 @@ def _dedupe(records: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
     return records[~duplicate]
 
 
+_SEED_SUFFIX = re.compile(r":seed-?\d+$")
+
+
+def model_variant(checkpoint_id: str) -> str:
+    """What distinguishes one reference model from another of the same spec: the model id
+    without its seed (timm: 'init', 'pretrained' or 'weights=<sha256 prefix>'; a file: its
+    sha256 prefix)."""
+    text = _SEED_SUFFIX.sub("", str(checkpoint_id))
+    if text.startswith("model:timm:"):
+        return text.rsplit(":", 1)[-1]
+    if text.startswith("model:"):
+        return text.removeprefix("model:")
+    return text[:12]
+
+
 def row_names(records: pd.DataFrame) -> pd.Series:
-    """What a record's table row is called: its method, except for reference models
-    (random-init ViTs, timm models, official checkpoints) evaluated in several variants,
-    which keep their run name (e.g. random:tiny vs random:small) so they are not averaged."""
+    """What a record's table row is called: its method for trained runs; for reference
+    models (raw pixels, random-init ViTs, timm models, official checkpoints) the model spec
+    (the run name `eval --model` gives them, e.g. pixels, random:tiny or
+    timm:vit_tiny_patch16_224; prefixed with the method if it lacks it), plus the weights' tag
+    when one spec was evaluated with different weights (timm with and without --weights),
+    so different models are never averaged into one row."""
     rows = records["method"].copy()
-    for method in REFERENCE_METHODS:
-        mine = records["method"] == method
-        if records.loc[mine, "run"].nunique() > 1:
-            rows[mine] = records.loc[mine, "run"]
+    reference = records["method"].isin(REFERENCE_METHODS)
+    if not reference.any():
+        return rows
+    variants = records.loc[reference, "checkpoint_sha256"].map(model_variant)
+    specs = pd.Series(
+        [
+            run if run == method or run.startswith(f"{method}:") else f"{method}:{run or '?'}"
+            for run, method in zip(
+                records.loc[reference, "run"], records.loc[reference, "method"], strict=True
+            )
+        ],
+        index=variants.index,
+        dtype=object,
+    )
+    several = variants.groupby(specs).transform("nunique") > 1
+    rows[reference] = specs.where(~several, specs + " [" + variants + "]")
     return rows
 
 
 def _run_keys(records: pd.DataFrame) -> pd.Series:
-    """One id per evaluated subject: its folder, plus run name and seed where a folder
-    (an `eval --out` folder) holds several subjects."""
-    subjects = records.groupby("run_dir")[["run", "seed"]].apply(lambda f: len(f.drop_duplicates()))
+    """One id per evaluated subject: its folder, plus its name and seed where a folder
+    (an `eval --out` folder) holds several subjects. A reference model's name is its row
+    (spec and weights), so another model evaluated into the same folder is another subject,
+    not a newer checkpoint of the same one."""
+    name = records["row"].where(records["method"].isin(REFERENCE_METHODS), records["run"])
+    frame = records.assign(_name=name)
+    subjects = frame.groupby("run_dir")[["_name", "seed"]].apply(lambda f: len(f.drop_duplicates()))
     shared = records["run_dir"].map(subjects) > 1
-    detailed = records["run_dir"] + " [" + records["run"] + " s" + records["seed"].astype(str) + "]"
+    detailed = records["run_dir"] + " [" + name + " s" + records["seed"].astype(str) + "]"
     return detailed.where(shared, records["run_dir"])
 
 
@@ -286,12 +321,15 @@ def load_collection(inputs: list[str]) -> Collection:
     records = pd.DataFrame(record_rows)
     records["value"] = pd.to_numeric(records["value"], errors="coerce")
     records["seed"] = pd.to_numeric(records["seed"], errors="coerce").fillna(0).astype(int)
-    text_columns = ("run", "method", "checkpoint_sha256", "dataset", "split", "protocol", "metric")
+    text_columns = (
+        "run", "method", "checkpoint_sha256", "dataset", "split", "protocol", "metric",
+        "eval_preset",
+    )  # fmt: skip
     for column in (*text_columns, "created"):
         records[column] = records[column].fillna("").astype(str)
+    records["row"] = row_names(records)
     records["run_key"] = _run_keys(records)
     records = _dedupe(records, notes).drop(columns="_order")
-    records["row"] = row_names(records)
     records = records.sort_values(
         ["run_key", "protocol", "metric", "dataset", "split", "params"], kind="mergesort"
     ).reset_index(drop=True)

@@ -24,7 +24,9 @@ METHOD_LABELS = {
     "pixels": "raw pixels",
     "random": "random init",
 }
-RECORD_GROUP_FIELDS = ("dataset", "split")
+RECORD_GROUP_FIELDS = ("dataset", "split", "run", "eval_preset")
+REGULARIZER_FIELD = "regularizer"  # derived from config regularizer.* (VICReg terms)
+NO_REGULARIZER = "none"
 
 Key = tuple[str, ...]
 
@@ -49,19 +51,39 @@ class Grouping:
     fields: tuple[str, ...]  # ("row", *group_by)
     keys: tuple[Key, ...]
     baseline: str | None
+    regularizer_labels: tuple[tuple[str, str], ...] = ()  # group value -> label suffix
 
     @property
     def group_by(self) -> tuple[str, ...]:
         return self.fields[1:]
 
+    @property
+    def shown_fields(self) -> tuple[str, ...]:
+        """Group-by fields shown as their own table columns (the regularizer goes into the
+        method's name instead)."""
+        return tuple(f for f in self.group_by if f != REGULARIZER_FIELD)
+
+    def method_text(self, key: Key) -> str:
+        """ "D-JEPA" or "D-JEPA + VICReg": the method with its regularizer, if rows differ."""
+        suffix = dict(self.regularizer_labels)
+        values = dict(zip(self.group_by, key[1:], strict=True))
+        return method_label(key[0]) + suffix.get(values.get(REGULARIZER_FIELD, ""), "")
+
+    def shown_values(self, key: Key) -> list[str]:
+        values = dict(zip(self.group_by, key[1:], strict=True))
+        return [values[f] for f in self.shown_fields]
+
     def label(self, key: Key) -> str:
-        """ "D-JEPA" or "D-JEPA (model.size=small)"."""
-        extra = ", ".join(f"{f}={v}" for f, v in zip(self.group_by, key[1:], strict=True))
-        return method_label(key[0]) + (f" ({extra})" if extra else "")
+        """ "D-JEPA", "D-JEPA + VICReg" or "D-JEPA (model.size=small)"."""
+        extra = [f"{f}={v}" for f, v in zip(self.shown_fields, self.shown_values(key), strict=True)]
+        return self.method_text(key) + (f" ({', '.join(extra)})" if extra else "")
 
     def block(self, key: Key) -> Key:
-        """Rows compared for 'best in column': those evaluated on the same dataset."""
-        return tuple(v for f, v in zip(self.fields, key, strict=True) if f == "dataset")
+        """Rows compared for 'best in column': those evaluated on the same dataset (and
+        under the same evaluation preset when rows are grouped by it)."""
+        return tuple(
+            v for f, v in zip(self.fields, key, strict=True) if f in ("dataset", "eval_preset")
+        )
 
     def baseline_key(self, key: Key) -> Key | None:
         """The baseline row a row is compared with: same group-by values; a row missing a
@@ -116,9 +138,20 @@ def attach_groups(collection: Collection, group_by: list[str], baseline: str | N
         if name not in fields:
             fields.append(name)
     records, runs = collection.records, collection.runs
+    runs[REGULARIZER_FIELD] = regularizer_settings(runs)
+    settings = set(runs.loc[runs[REGULARIZER_FIELD] != "", REGULARIZER_FIELD])
+    explicit = any(f.startswith("regularizer.") for f in fields)
+    if len(settings) > 1 and REGULARIZER_FIELD not in fields and not explicit:
+        fields.append(REGULARIZER_FIELD)  # never average or pair across regularizer settings
     config_fields = _config_fields(runs)
     by_dir = runs.drop_duplicates("run_dir").set_index("run_dir")
     for name in fields:
+        if name == REGULARIZER_FIELD:
+            values = runs.drop_duplicates("run_dir").set_index("run_dir")[REGULARIZER_FIELD]
+            values = values.replace("", MISSING)
+            records[name] = records["run_dir"].map(values).fillna(MISSING).astype(str)
+            runs[name] = runs["run_dir"].map(values).fillna(MISSING).astype(str)
+            continue
         if name in RECORD_GROUP_FIELDS:
             records[name] = records[name].replace("", MISSING)
             first = records.groupby("run_key")[name].first()
@@ -155,9 +188,54 @@ def attach_groups(collection: Collection, group_by: list[str], baseline: str | N
         method = key[0]
         floor = is_floor_method(method)
         rank = 0 if method == baseline else 2 if floor else 1
-        return (*key[1:], rank, method)
+        # Plain objectives before regularised ones; rows missing a field (floors) last.
+        rest = tuple("" if v == NO_REGULARIZER else "\uffff" if v == MISSING else v
+                     for v in key[1:])  # fmt: skip
+        return (*rest, rank, method)
 
-    return Grouping(all_fields, tuple(sorted(keys, key=order)), baseline)
+    labels = regularizer_labels(settings) if REGULARIZER_FIELD in fields else ()
+    return Grouping(all_fields, tuple(sorted(keys, key=order)), baseline, labels)
+
+
+def _number(value: object) -> float:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 0.0
+    return 0.0 if number != number else number
+
+
+def regularizer_settings(runs: pd.DataFrame) -> pd.Series:
+    """Per run: 'none', 'VICReg (variance 1, covariance 0.04, projector 512)', or '' for a
+    run without config.yaml (a floor). A config without a regularizer section predates the
+    terms and trained without them ('none')."""
+    texts = []
+    for run in runs.to_dict("records"):
+        if not run.get("has_config"):
+            texts.append("")
+            continue
+        get = run.get
+        variance = _number(get("config.regularizer.variance"))
+        covariance = _number(get("config.regularizer.covariance"))
+        projector = int(_number(get("config.regularizer.projector_dim")))
+        if variance == 0 and covariance == 0:
+            texts.append(NO_REGULARIZER)
+            continue
+        parts = [f"variance {variance:g}", f"covariance {covariance:g}"]
+        if projector > 0:
+            parts.append(f"projector {projector}")
+        texts.append(f"VICReg ({', '.join(parts)})")
+    return pd.Series(texts, index=runs.index, dtype=object)
+
+
+def regularizer_labels(settings: set[str]) -> tuple[tuple[str, str], ...]:
+    """Label suffix per regularizer setting: ' + VICReg' when only one VICReg setting is
+    compared (with plain runs), the full setting when several are."""
+    enabled = sorted(s for s in settings if s not in ("", NO_REGULARIZER))
+    labels = [(NO_REGULARIZER, ""), (MISSING, "")]
+    for setting in enabled:
+        labels.append((setting, " + VICReg" if len(enabled) == 1 else f" + {setting}"))
+    return tuple(labels)
 
 
 def keys_of(frame: pd.DataFrame, grouping: Grouping) -> list[Key]:

@@ -6,8 +6,10 @@ import math
 
 import pandas as pd
 
-from djepa_bench.reports.groups import Grouping
+from djepa_bench.reports.groups import REGULARIZER_FIELD, Grouping
+from djepa_bench.reports.power import MAX_SEEDS
 from djepa_bench.reports.render import number
+from djepa_bench.reports.stats import MIN_SEEDS_FOR_INTERVAL
 from djepa_bench.reports.tables import COLUMN_BY_NAME, Column
 
 # Config keys that say where/how a run ran, not what was trained: never worth a note.
@@ -35,35 +37,56 @@ def seeds_sentence(headline: pd.DataFrame, grouping: Grouping) -> str:
     return ", ".join(parts)
 
 
-def comparison_lines(deltas: pd.DataFrame, grouping: Grouping) -> list[str]:
-    """One bullet per compared row: resolved gains, resolved losses, and what is within noise."""
+def _diff_text(r, column: Column) -> str:
+    """'kNN@20 +3.0 [+0.5, +5.5]' from 3 pairs, 'kNN@20 +0.8 (per seed +0.4, +1.3)' below."""
+    text = f"{r.column} {_fmt(r.diff, column, True)}"
+    if r.n_pairs >= MIN_SEEDS_FOR_INTERVAL:
+        return text + f" [{_fmt(r.ci_low, column, True)}, {_fmt(r.ci_high, column, True)}]"
+    if r.n_pairs > 1:
+        per_seed = ", ".join(_fmt(float(v), column, True) for v in str(r.per_seed).split(";"))
+        return text + f" (per seed {per_seed})"
+    return text
+
+
+def comparison_lines(
+    deltas: pd.DataFrame, grouping: Grouping, columns: list[Column] | None = None
+) -> list[str]:
+    """One bullet per compared row: resolved gains, resolved losses, and what is within noise.
+
+    Below MIN_SEEDS_FOR_INTERVAL pairs nothing is called resolved: the per-seed differences
+    are listed instead. 'Resolved' means significant after the table's correction.
+    """
+    by_name = {c.name: c for c in (columns or COLUMN_BY_NAME.values())}
     lines = []
     for key in grouping.keys:
-        part = deltas[deltas["key"] == key]
+        part = deltas[(deltas["key"] == key) & deltas["column"].isin(list(by_name))]
         if part.empty or grouping.is_floor(key):
             continue
         base = part["baseline"].iloc[0]
         pairs = int(part["n_pairs"].max())
         head = f"**{grouping.label(key)} vs {base}**"
-        if pairs < 2:
-            diffs = ", ".join(
-                f"{r.column} {_fmt(r.diff, COLUMN_BY_NAME[r.column], True)}"
-                for r in part.itertuples()
-                if r.n_pairs >= 1
+        apart = [r.column for r in part.itertuples() if not r.comparable]
+        part = part[part["comparable"].astype(bool)]
+        tail = (
+            f" Not compared (measured under different settings): {', '.join(apart)}."
+            if apart
+            else ""
+        )
+        if pairs < MIN_SEEDS_FOR_INTERVAL:
+            diffs = "; ".join(
+                _diff_text(r, by_name[r.column]) for r in part.itertuples() if r.n_pairs >= 1
             )
             lines.append(
-                f"{head} ({pairs} paired seed; no confidence interval can be given, "
-                f"so these are single measurements, not established differences): {diffs}."
+                f"{head} ({pairs} paired seed{'s' * (pairs != 1)}; below "
+                f"{MIN_SEEDS_FOR_INTERVAL} pairs no interval or test is given, so these are "
+                f"per-seed measurements, not established differences): {diffs}.{tail}"
             )
             continue
+        correction = str(part["correction"].iloc[0]) if len(part) else "none"
         better, worse, unresolved = [], [], []
         for r in part.itertuples():
-            column = COLUMN_BY_NAME[r.column]
-            text = (
-                f"{r.column} {_fmt(r.diff, column, True)} "
-                f"[{_fmt(r.ci_low, column, True)}, {_fmt(r.ci_high, column, True)}]"
-            )
-            if r.excludes_zero:
+            text = _diff_text(r, by_name[r.column])
+            if r.significant:
                 (better if r.better else worse).append(text)
             else:
                 unresolved.append(text)
@@ -73,45 +96,92 @@ def comparison_lines(deltas: pd.DataFrame, grouping: Grouping) -> list[str]:
         if worse:
             parts.append("worse on " + "; ".join(worse))
         if unresolved:
-            parts.append("no difference resolved (95% CI includes 0) on " + "; ".join(unresolved))
-        lines.append(f"{head} ({pairs} seeds paired, Δ [95% CI]): " + "; ".join(parts) + ".")
+            parts.append("no difference resolved on " + "; ".join(unresolved))
+        how = "Holm-adjusted p < 0.05" if correction == "holm" else "p < 0.05, uncorrected"
+        lines.append(
+            f"{head} ({pairs} seeds paired, Δ [95% CI]; resolved: {how}): "
+            + "; ".join(parts)
+            + "."
+            + tail
+        )
+    return lines
+
+
+def power_lines(power: pd.DataFrame, grouping: Grouping) -> list[str]:
+    """One bullet per compared trained row: the smallest detectable difference per column."""
+    lines = []
+    for key in grouping.keys:
+        part = power[power["key"] == key]
+        if part.empty or grouping.is_floor(key):
+            continue
+        pairs = int(part["n_pairs"].max())
+        texts = []
+        for r in part.itertuples():
+            column = COLUMN_BY_NAME[r.column]
+            count = f"> {MAX_SEEDS}" if pd.isna(r.seeds_needed) else str(int(r.seeds_needed))
+            needed = (
+                "" if r.diff == 0
+                else f", {count} seeds for the observed {_fmt(r.diff, column, True)}"
+            )  # fmt: skip
+            texts.append(f"{r.column} {_fmt(r.detectable_diff, column)}{needed}")
+        lines.append(
+            f"With {pairs} seed pairs, {grouping.label(key)} vs {part['baseline'].iloc[0]} "
+            "resolves (80% power, two-sided paired t-test, alpha 0.05) differences of at "
+            f"least: {'; '.join(texts)}."
+        )
     return lines
 
 
 def floor_lines(headline: pd.DataFrame, grouping: Grouping) -> list[str]:
-    """Whether every trained row clears the raw-pixel / random-init floors, column by column."""
+    """Whether every trained row clears the raw-pixel / random-init floors, column by column
+    (only columns where floor and row were measured under the same setting)."""
     lines = []
-    means = {(r.key, r.column): r.mean for r in headline.itertuples()}
+    cells = {(r.key, r.column): r for r in headline.itertuples()}
     trained = [k for k in grouping.keys if not grouping.is_floor(k)]
     for floor in (k for k in grouping.keys if grouping.is_floor(k)):
         below: list[str] = []
         compared = 0
+        skipped: set[str] = set()
         for key in trained:
             if grouping.block(key) != grouping.block(floor):
                 continue
             columns, losing = 0, []
             for column in COLUMN_BY_NAME.values():
-                floor_mean, mean = means.get((floor, column.name)), means.get((key, column.name))
-                if floor_mean is None or mean is None or not math.isfinite(mean + floor_mean):
+                floor_cell, cell = cells.get((floor, column.name)), cells.get((key, column.name))
+                if floor_cell is None or cell is None:
+                    continue
+                if floor_cell.signature != cell.signature:
+                    skipped.add(column.name)
+                    continue
+                if not math.isfinite(cell.mean + floor_cell.mean):
                     continue
                 columns += 1
-                margin = mean - floor_mean if column.higher_is_better else floor_mean - mean
+                margin = (
+                    cell.mean - floor_cell.mean
+                    if column.higher_is_better
+                    else floor_cell.mean - cell.mean
+                )
                 if margin <= 0:
                     losing.append(column.name)
             compared += columns
             if losing and len(losing) == columns:
-                below.append(f"{grouping.label(key)} on all {columns} columns")
+                below.append(f"{grouping.label(key)} on all {columns} compared columns")
             elif losing:
                 below.append(f"{grouping.label(key)} on {', '.join(losing)}")
         if not compared:
             continue
         name = grouping.label(floor)
+        apart = (
+            f" ({', '.join(sorted(skipped))} not compared: measured under another setting)"
+            if skipped
+            else ""
+        )
         if below:
-            lines.append(f"Not above the {name} floor: {'; '.join(below)}.")
+            lines.append(f"Not above the {name} floor (means): {'; '.join(below)}{apart}.")
         else:
             lines.append(
                 f"Every trained row is above the {name} floor "
-                f"({compared} of {compared} row-column comparisons)."
+                f"({compared} of {compared} row-column comparisons){apart}."
             )
     return lines
 
@@ -154,10 +224,11 @@ def config_notes(runs: pd.DataFrame, grouping: Grouping) -> list[str]:
         theirs = runs[runs["key"] == base]
         if theirs.empty:
             continue
+        split = ("regularizer.",) if REGULARIZER_FIELD in grouping.group_by else ()
         differ = [
             c.removeprefix("config.")
             for c in config_columns
-            if not c.removeprefix("config.").startswith(METHOD_CONFIG_PREFIXES)
+            if not c.removeprefix("config.").startswith((*METHOD_CONFIG_PREFIXES, *split))
             and c.removeprefix("config.") not in grouping.group_by
             and values(mine, c) != values(theirs, c)
         ]

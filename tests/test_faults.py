@@ -272,13 +272,6 @@ def test_config_that_is_a_folder_is_one_line(run_cli, tmp_path):
     assert res.code == 2 and str(tmp_path) in _one_line(res.err)
 
 
-def test_train_out_that_is_a_file_is_one_line(run_cli, tmp_path):
-    out = tmp_path / "taken"
-    out.write_text("x")
-    res = run_cli("train", "--preset", "demo", "--out", out)
-    assert res.code == 2 and "is a file" in _one_line(res.err)
-
-
 def test_data_folder_without_permission_is_one_line(run_cli, tmp_path, no_permission):
     _solid_folder(tmp_path / "imgs", {"a": 2, "b": 2}, {"a": 1, "b": 1})
     no_permission(tmp_path / "imgs" / "train" / "b")

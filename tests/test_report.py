@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -173,10 +174,11 @@ def test_bold_marks_the_best_row_per_column(built):
     linear = table[table["column"] == "linear"]  # 81.0 and 81.0: a tie bolds both
     assert sorted(linear[linear["best"]]["method"]) == ["djepa", "ijepa"]
     md = (out / "report.md").read_text()
-    assert "**75.0 ± 2.6**" in md
-    assert "72.0 ± 2.0" in md and "**72.0 ± 2.0**" not in md
+    # 3 seeds: mean ± the 95% t half-width (t(0.975, 2) x sd / sqrt(3)), best mean in bold.
+    assert f"**75.0** ± {T_975_DF2 * math.sqrt(7.0) / math.sqrt(3):.1f}" in md
+    assert f"| 72.0 ± {T_975_DF2 * 2.0 / math.sqrt(3):.1f} |" in md
     tex = (out / "tables" / "headline.tex").read_text()
-    assert r"$\mathbf{75.0 \pm 2.6}$" in tex
+    assert r"$\mathbf{75.0}$\\{\scriptsize$\pm 6.6$}" in tex
     assert r"\toprule" in tex and r"\bottomrule" in tex and r"mCE $\downarrow$" in tex
 
 
@@ -188,12 +190,16 @@ def test_paired_ci_width_for_a_known_sample(built):
     assert knn["diff"] == pytest.approx(3.0)
     assert knn["ci_low"] == pytest.approx(3.0 - half, rel=1e-5)
     assert knn["ci_high"] == pytest.approx(3.0 + half, rel=1e-5)
-    assert knn["n_pairs"] == 3 and bool(knn["excludes_zero"])
+    assert knn["n_pairs"] == 3 and knn["p"] == pytest.approx(0.0351, abs=1e-4)
+    # Holm over the 8 tests: six columns have constant differences (p = 0), so kNN's p is
+    # multiplied by 8 - 6 = 2 and no longer below 0.05.
+    assert knn["p_adjusted"] == pytest.approx(2 * knn["p"]) and not bool(knn["significant"])
     linear = deltas[(deltas["method"] == "djepa") & (deltas["column"] == "linear")].iloc[0]
-    assert linear["diff"] == pytest.approx(0.0) and not bool(linear["excludes_zero"])
+    assert linear["diff"] == pytest.approx(0.0) and not bool(linear["significant"])
     md = (out / "report.md").read_text()
-    assert "+3.0* [+0.5, +5.5]" in md
-    assert "3 seeds paired" in md and "better on kNN@20" in md
+    assert "| +3.0 [+0.5, +5.5] |" in md
+    assert "3 seeds paired" in md and "no difference resolved on kNN@20" in md
+    assert "better on 1-shot" in md
 
 
 def test_stats_helpers_directly():
@@ -201,9 +207,15 @@ def test_stats_helpers_directly():
 
     diff = paired_difference({0: 73.0, 1: 74.0, 2: 78.0, 5: 1.0}, {0: 70.0, 1: 72.0, 2: 74.0})
     assert diff.n == 3 and diff.high - diff.low == pytest.approx(2 * T_975_DF2 / math.sqrt(3))
+    assert diff.diffs == (3.0, 2.0, 4.0) and diff.sd == pytest.approx(1.0)
     single = paired_difference({0: 2.0}, {0: 1.0})
     assert single.mean == 1.0 and not single.has_interval and not single.excludes_zero
+    two = paired_difference({0: 2.0, 1: 9.0}, {0: 1.0, 1: 1.0})  # below 3 pairs: no interval
+    assert not two.has_interval and math.isnan(two.low) and math.isnan(two.p)
+    assert two.sd == pytest.approx(math.sqrt(24.5)) and two.diffs == (1.0, 8.0)
     assert summarise([1.0, 3.0]).std == pytest.approx(math.sqrt(2))
+    assert math.isnan(summarise([1.0, 3.0]).half)
+    assert summarise([1.0, 2.0, 3.0]).half == pytest.approx(T_975_DF2 / math.sqrt(3))
 
 
 def _check_png(path: Path) -> None:
@@ -268,10 +280,11 @@ def test_one_seed_says_so_instead_of_intervals(study, tmp_path):
     runs = [str(study / "ijepa-s0"), str(study / "djepa-s0")]
     build_report(runs, out, formats="md,csv", figure_names=())
     md = (out / "report.md").read_text()
-    assert "single seed" in md and "no confidence interval" in md
+    assert "single seed" in md and "no interval" in md
     table_lines = [line for line in md.splitlines() if line.startswith("| ")]
-    assert "| +3.0 (1 seed) |" in "\n".join(table_lines)
+    assert "| D-JEPA | I-JEPA | 1 | +3.0 |" in "\n".join(table_lines)
     assert not any("±" in line or "[" in line for line in table_lines)
+    assert not any(re.search(r"\d\*", line.replace("**", "")) for line in table_lines)
     assert not (out / "tables" / "headline.tex").exists()  # tex not requested
 
 
@@ -330,10 +343,12 @@ def test_group_by_config_field_and_dataset(tmp_path, run_cli):
     knn = table[table["column"] == "kNN@20"]
     assert len(knn) == 5
     assert set(knn["model.size"].astype(str)) == {"nano", "tiny", "—"}
-    # Best is judged within each dataset: the lone cifar10 floor is best in its block.
-    assert bool(knn[knn["dataset"] == "cifar10"]["best"].iloc[0])
+    # Best is judged within each dataset: the lone cifar10 floor is compared with nothing,
+    # so it is not bold.
+    assert not bool(knn[knn["dataset"] == "cifar10"]["best"].iloc[0])
+    assert knn[knn["dataset"] == "digits"]["best"].sum() >= 1
     tex = (tmp_path / "o2" / "tables" / "headline.tex").read_text()
-    assert r"model.size & dataset" in tex and "raw pixels & --- & cifar10" in tex
+    assert r"model.size & dataset" in tex and "raw pixels (pix-c10) & --- & cifar10" in tex
     assert "—" not in tex  # plain-ASCII LaTeX
 
 
@@ -371,7 +386,8 @@ def test_baseline_none_skips_deltas(tmp_path, run_cli):
 def test_help_lists_every_option(run_cli):
     result = run_cli("report", "--help")
     assert result.code == 0
-    for option in ("--out", "--baseline", "--format", "--group-by"):
+    for option in ("--out", "--baseline", "--format", "--group-by", "--columns", "--title",
+                   "--correction", "--table-layout"):  # fmt: skip
         assert option in result.out
 
 
@@ -396,10 +412,11 @@ def test_eval_out_folders_reevaluation_and_reference_variants(tmp_path):
     # Reference models written by `eval --model ... --out runs/floors` (no results/ folder).
     floors = root / "floors"
     append_records(floors / "knn.jsonl", knn(RunIdentity("pixels", "pixels", 0, "p"), 20.0))
-    for seed, value in ((0, 5.0), (1, 7.0)):
-        ident = RunIdentity("random:tiny", "random", seed, f"t{seed}")
+    for seed, value in ((0, 5.0), (1, 7.0)):  # ids as encoders.py writes them
+        ident = RunIdentity("random:tiny", "random", seed, f"model:random:tiny:p4:ab:seed{seed}")
         append_records(floors / "knn.jsonl", knn(ident, value))
-    append_records(floors / "knn.jsonl", knn(RunIdentity("random:small", "random", 0, "s"), 9.0))
+    small = RunIdentity("random:small", "random", 0, "model:random:small:p4:cd:seed0")
+    append_records(floors / "knn.jsonl", knn(small, 9.0))
 
     report = build_report([str(root)], tmp_path / "out", figure_names=())
     table = _headline(tmp_path / "out")
@@ -427,7 +444,7 @@ def test_run_arguments_resolve_to_run_directories(tmp_path):
         assert find_run_dirs([str(arg)]) == [run.resolve()], arg
 
 
-def test_curve_bands_need_three_samples():
+def test_curve_bands_need_three_seeds_and_ignore_trials():
     from djepa_bench.reports.figures import curve
 
     key = ("djepa",)
@@ -443,8 +460,9 @@ def test_curve_bands_need_three_samples():
     assert data.loc[1.0, "mean"] == pytest.approx(75.0)
     assert data.loc[1.0, "half"] == pytest.approx(T_975_DF2 * math.sqrt(7.0) / math.sqrt(3))
     assert math.isnan(data.loc[2.0, "half"])  # two seeds: no band
+    # One seed with three trials: the trials are averaged, never turned into a band.
     one_seed = pd.DataFrame(
         {"key": [key] * 3, "x": [5] * 3, "seed": [0] * 3, "value": [1.0, 2.0, 3.0]}
     )
-    trials = curve(one_seed, "x", trials_when_one_seed=True)
-    assert trials["half"].iloc[0] == pytest.approx(T_975_DF2 * 1.0 / math.sqrt(3))
+    trials = curve(one_seed, "x")
+    assert trials["mean"].iloc[0] == pytest.approx(2.0) and math.isnan(trials["half"].iloc[0])

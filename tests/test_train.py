@@ -16,7 +16,6 @@ from djepa_bench.io import safe_torch_load
 from djepa_bench.masks import MultiBlockMasker
 from djepa_bench.models import build_encoder, build_predictor, build_schedule
 from djepa_bench.train.api import TrainingDiverged, TrainingStopped, quick_config, train_run
-from djepa_bench.train.loop import Trainer
 from djepa_bench.train.objectives import (
     JepaModel,
     build_projector,
@@ -26,6 +25,7 @@ from djepa_bench.train.objectives import (
 )
 from djepa_bench.train.optim import param_groups
 from djepa_bench.train.schedules import Schedules
+from djepa_bench.train.step import TrainStep
 
 
 def test_djepa_with_lambda_zero_gives_the_ijepa_loss_on_the_same_batch_and_masks():
@@ -251,20 +251,20 @@ def test_sigterm_writes_checkpoint_and_resume_matches_uninterrupted_run(
 ):
     cfg = quick_config(method="djepa", train__epochs=2, train__monitor=False, **extra)
     full = train_run(cfg, tmp_path / "full")
-    original_step = Trainer.train_step
+    original_step = TrainStep.__call__
 
-    def step_and_signal(self, images, step):
-        out = original_step(self, images, step)
+    def step_and_signal(self, images, step, **kwargs):
+        out = original_step(self, images, step, **kwargs)
         if step == 6:  # mid-epoch, between checkpoints
             os.kill(os.getpid(), signal.SIGTERM)
         return out
 
-    monkeypatch.setattr(Trainer, "train_step", step_and_signal)
+    monkeypatch.setattr(TrainStep, "__call__", step_and_signal)
     with pytest.raises(TrainingStopped) as stopped:
         train_run(cfg, tmp_path / "cut")
     assert stopped.value.exit_code == 143
     assert safe_torch_load(tmp_path / "cut" / "checkpoint.pt")["step"] == 7
-    monkeypatch.setattr(Trainer, "train_step", original_step)
+    monkeypatch.setattr(TrainStep, "__call__", original_step)
     train_run(cfg, tmp_path / "cut", resume=True)
     a, b = weights(full), weights(tmp_path / "cut")
     assert a.keys() == b.keys()
@@ -275,9 +275,9 @@ def test_sigterm_writes_checkpoint_and_resume_matches_uninterrupted_run(
 
 def test_nan_loss_stops_with_one_line_error_and_keeps_last_checkpoint(tmp_path, monkeypatch):
     cfg = quick_config(method="ijepa", train__epochs=2, train__monitor=False)
-    import djepa_bench.train.loop as loop
+    import djepa_bench.train.step as step_module
 
-    original = loop.compute_losses
+    original = step_module.compute_losses
 
     def poisoned(*args, **kwargs):
         parts = original(*args, **kwargs)
@@ -287,7 +287,7 @@ def test_nan_loss_stops_with_one_line_error_and_keeps_last_checkpoint(tmp_path, 
         return parts
 
     poisoned.calls = 0
-    monkeypatch.setattr(loop, "compute_losses", poisoned)
+    monkeypatch.setattr(step_module, "compute_losses", poisoned)
     with pytest.raises(TrainingDiverged) as err:
         train_run(cfg, tmp_path / "nan")
     message = str(err.value)

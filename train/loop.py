@@ -1,31 +1,35 @@
 """The training loop: I-JEPA or D-JEPA on one process or many (torchrun), resumable, logged.
 
-All randomness is derived from (seed, rank, step): masks, diffusion noise, drop-path and
-the batch order and augmentation. Together with the optimiser state in the checkpoint,
-a resumed run therefore continues exactly where the interrupted one stopped.
+The step itself (models, optimiser, schedules, masks, precision) is `step.TrainStep`; this
+module keeps the data, the run directory, signals, checks and logs. All randomness is
+derived from (seed, rank, step): masks, diffusion noise, drop-path and the batch order and
+augmentation. Together with the optimiser state in the checkpoint, a resumed run therefore
+continues exactly where the interrupted one stopped.
+
+Guarantees: a checkpoint is written only after every rank agreed that the loss of every
+step since the last check was finite and the weights are finite, so checkpoint.pt is always
+the last good state; the run directory is locked while a process trains in it; a run that
+fails (full disk, an error) is marked "failed" in meta.json with the reason.
 """
 
 from __future__ import annotations
 
-import copy
-import hashlib
+import math
 import os
 import signal
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
 from djepa_bench import __version__
 from djepa_bench.checkpoint import (
     CHECKPOINT_NAME,
     FORMAT,
     FORMAT_VERSION,
-    clean_state_dict,
+    check_resumable,
     epoch_checkpoint_name,
     load_checkpoint,
     save_checkpoint,
@@ -41,23 +45,25 @@ from djepa_bench.distributed import (
     setup_distributed,
 )
 from djepa_bench.errors import UserError
-from djepa_bench.masks import MultiBlockMasker
-from djepa_bench.models import build_encoder, build_predictor, build_schedule
-from djepa_bench.models.predictor import METHODS
-from djepa_bench.train.batches import derived_seed, epoch_batches, generator_for
+from djepa_bench.train.batches import epoch_batches
 from djepa_bench.train.monitor import Monitor
-from djepa_bench.train.objectives import JepaModel, LossParts, compute_losses, projector_for
-from djepa_bench.train.optim import build_optimizer, ema_update, set_lr_wd
+from djepa_bench.train.reporting import Display, TensorBoardMirror, display, epoch_line
+from djepa_bench.train.reporting import tensorboard_writer_class as require_tensorboard
 from djepa_bench.train.rundir import (
     LOG_NAME,
+    RunDirError,
+    RunDirLock,
     TrainingLog,
+    describe_os_error,
     environment,
+    mark_failed,
     now_iso,
     read_meta,
+    reporting_os_errors,
     write_config,
     write_meta,
 )
-from djepa_bench.train.schedules import Schedules
+from djepa_bench.train.step import TrainStep
 
 # Config keys that say where and how loudly a run happens, not what it computes: a resumed
 # run may change them.
@@ -70,6 +76,7 @@ RUNTIME_KEYS = {
     "train.checkpoint_every_steps",
     "train.compile",
     "train.cpu_threads",
+    "train.tensorboard",
     "data.root",
     "data.download",
     "data.cache_dir",
@@ -124,16 +131,6 @@ def merge_resume_config(saved: Config, given: Config) -> Config:
     return config_from_dict(merged)
 
 
-def param_fingerprint(*modules: torch.nn.Module) -> str:
-    """sha256 of every parameter's bytes, to compare weights across ranks or runs."""
-    digest = hashlib.sha256()
-    for module in modules:
-        for name, tensor in module.state_dict().items():
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
 class _SignalFlag:
     """Records SIGINT/SIGTERM so the loop can checkpoint before exiting."""
 
@@ -159,7 +156,7 @@ class _SignalFlag:
 
 
 class Trainer:
-    """One training run in `run_dir` (fresh or resumed)."""
+    """One training run in `run_dir` (fresh or resumed): data, run directory, signals, logs."""
 
     def __init__(self, config: Config, run_dir: Path, info: DistInfo, resume: bool, progress: bool):
         self.info = info
@@ -173,24 +170,32 @@ class Trainer:
                 "or choose another --out"
             )
         if resume and checkpoint_path.exists():
+            check_resumable(checkpoint_path)  # a malformed checkpoint fails before the set-up
             self.resumed_from = load_checkpoint(checkpoint_path)
             config = merge_resume_config(config_from_dict(self.resumed_from["config"]), config)
-        if config.train.method not in METHODS:
-            raise UserError(f"unknown method '{config.train.method}'; use ijepa or djepa")
-        for name in ("variance", "covariance"):
-            if getattr(config.regularizer, name) < 0:
-                raise UserError(f"regularizer.{name} must be >= 0 (0 turns it off)")
-        if config.regularizer.projector_dim < 0:
-            raise UserError("regularizer.projector_dim must be >= 0 (0: no projector)")
+        if config.train.tensorboard and info.is_main:
+            require_tensorboard()  # before the data is read: a missing package is one line now
         self.cfg = config
         self.device = info.device
         self._load_data()
-        self._build()
+        self.train_step = TrainStep(
+            config,
+            self.image_size,
+            self.train_split.channels,
+            self.device,
+            total_steps=self.total_steps,
+            steps_per_epoch=self.steps_per_epoch,
+            rank=info.rank,
+            distributed=info.distributed,
+        )
         if self.resumed_from is not None:
             self._restore(self.resumed_from)
         else:
             self.step = 0
             self.elapsed_before = 0.0
+        self.checked_step = self.step  # the loss of every step up to here is known finite
+        # Sum of the losses since then: non-finite iff one of them was (NaN and Inf propagate).
+        self.loss_since_check = torch.zeros((), device=self.device)
 
     # --- set-up ------------------------------------------------------------------------
 
@@ -234,36 +239,6 @@ class Trainer:
                 train_split, test_split, cfg.train.monitor_size, self.image_size, self.device
             )
 
-    def _build(self) -> None:
-        cfg, split = self.cfg, self.train_split
-        torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
-        encoder = build_encoder(cfg.model, self.image_size, split.channels)
-        predictor = build_predictor(cfg.model, encoder, cfg.train.method)
-        self.target_encoder = copy.deepcopy(encoder).to(self.device)
-        for param in self.target_encoder.parameters():
-            param.requires_grad_(False)
-        projector = projector_for(cfg.regularizer, encoder.embed_dim)
-        self.model = JepaModel(encoder, predictor, projector).to(self.device)
-        self.optimizer = build_optimizer(self.model, cfg.optim, self.device)
-        self.schedules = Schedules(cfg.optim, self.total_steps, self.steps_per_epoch)
-        self.diffusion = build_schedule(cfg.diffusion) if cfg.train.method == "djepa" else None
-        self.masker = MultiBlockMasker(encoder.grid_size, cfg.mask)
-        precision = cfg.train.precision
-        if precision not in ("auto", "fp32", "bf16"):
-            raise UserError(f"unknown train.precision '{precision}'; use auto, fp32 or bf16")
-        self.bf16 = precision == "bf16" or (precision == "auto" and self.device.type == "cuda")
-        self.forward_model: torch.nn.Module = self.model
-        self.forward_target: torch.nn.Module = self.target_encoder
-        if self.info.distributed:
-            self.forward_model = DistributedDataParallel(
-                self.model,
-                device_ids=[self.device] if self.device.type == "cuda" else None,
-                broadcast_buffers=False,
-            )
-        if cfg.train.compile:
-            self.forward_model = torch.compile(self.forward_model)
-            self.forward_target = torch.compile(self.target_encoder)
-
     def _restore(self, ckpt: dict[str, Any]) -> None:
         state = ckpt.get("train_state", {})
         if state.get("steps_per_epoch") != self.steps_per_epoch:
@@ -272,12 +247,7 @@ class Trainer:
                 f"gives {self.steps_per_epoch} (different data or process count); resume with "
                 "the original set-up"
             )
-        self.model.context_encoder.load_state_dict(ckpt["context_encoder"])
-        self.model.predictor.load_state_dict(ckpt["predictor"])
-        self.target_encoder.load_state_dict(ckpt["target_encoder"])
-        if self.model.projector is not None:
-            self.model.projector.load_state_dict(ckpt["projector"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.train_step.load_state_dict(ckpt)
         self.step = int(ckpt["step"])
         self.elapsed_before = float(state.get("elapsed_s", 0.0))
 
@@ -294,10 +264,6 @@ class Trainer:
             "std": list(split.std),
         }
 
-    def _projector_state(self) -> dict[str, Any]:
-        projector = self.model.projector
-        return {} if projector is None else {"projector": clean_state_dict(projector.state_dict())}
-
     def checkpoint_state(self) -> dict[str, Any]:
         cfg = self.cfg
         return {
@@ -309,11 +275,7 @@ class Trainer:
             "step": self.step,
             "config": to_dict(cfg),
             "data": self.data_info(),
-            "context_encoder": clean_state_dict(self.model.context_encoder.state_dict()),
-            "target_encoder": clean_state_dict(self.target_encoder.state_dict()),
-            "predictor": clean_state_dict(self.model.predictor.state_dict()),
-            **self._projector_state(),
-            "optimizer": self.optimizer.state_dict(),
+            **self.train_step.state_dict(),
             "rng": {
                 "scheme": "derived per (seed, rank, step); torch_cpu is informational",
                 "torch_cpu": torch.get_rng_state(),
@@ -330,13 +292,20 @@ class Trainer:
         }
 
     def save(self, also_epoch: int | None = None) -> Path:
-        """Write checkpoint.pt (and checkpoint-epNNN.pt) from the main rank; all ranks wait."""
+        """Write checkpoint.pt (and checkpoint-epNNN.pt) from the main rank; all ranks wait.
+
+        Every rank first checks that the losses since the last check and the weights are
+        finite, so a checkpoint never holds a diverged state."""
+        self.check_finite(weights=True)
         path = self.run_dir / CHECKPOINT_NAME
         if self.info.is_main:
             state = self.checkpoint_state()
-            save_checkpoint(state, path)
+            with reporting_os_errors(path):
+                save_checkpoint(state, path)
             if also_epoch is not None:
-                save_checkpoint(state, self.run_dir / epoch_checkpoint_name(also_epoch))
+                epoch_path = self.run_dir / epoch_checkpoint_name(also_epoch)
+                with reporting_os_errors(epoch_path):
+                    save_checkpoint(state, epoch_path)
         barrier(self.info)
         kill_at = os.environ.get(FAULT_KILL_ENV)
         if kill_at is not None and self.step >= int(kill_at):
@@ -353,57 +322,76 @@ class Trainer:
         meta.update(fields)
         write_meta(self.run_dir, meta)
 
-    # --- the loop ------------------------------------------------------------------------
+    # --- divergence ------------------------------------------------------------------------
 
-    def train_step(self, images: torch.Tensor, step: int) -> tuple[LossParts, float]:
-        cfg, info = self.cfg, self.info
-        values = self.schedules(step)
-        set_lr_wd(self.optimizer, values.lr, values.wd)
-        masks = self.masker(
-            images.shape[0], generator_for(cfg.train.seed, "mask", info.rank, step)
-        ).to(self.device)
-        noise_gen = generator_for(cfg.train.seed, "noise", info.rank, step, device=self.device)
-        torch.manual_seed(derived_seed(cfg.train.seed, "torch", info.rank, step))
-        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
-        with autocast:
-            parts = compute_losses(
-                self.forward_model,
-                self.forward_target,
-                self.diffusion,
-                images,
-                masks,
-                cfg,
-                noise_gen,
-            )
-        if self.check_every_step and not torch.isfinite(parts.loss):
-            self.diverged(step, parts.loss)
-        self.optimizer.zero_grad(set_to_none=True)
-        parts.loss.backward()
-        grad_norm = None
-        if cfg.optim.clip_grad > 0:
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.clip_grad)
-        elif (step + 1) % cfg.train.log_every == 0:
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), float("inf"))
-        self.optimizer.step()
-        ema_update(self.target_encoder, self.model.context_encoder, values.ema)
-        return parts, grad_norm
+    def check_finite(self, weights: bool = False) -> None:
+        """Stop (on every rank) if any rank saw a non-finite loss since the last check, or,
+        with `weights`, holds a non-finite weight. Syncs the device and all ranks."""
+        loss = float(self.loss_since_check)
+        loss_ok = math.isfinite(loss)
+        weights_ok = self.train_step.weights_finite() if weights and loss_ok else True
+        if any_rank(not (loss_ok and weights_ok), self.info):
+            self.diverged(loss, loss_ok, weights_ok)
+        self.checked_step = self.step
+        self.loss_since_check.zero_()
 
-    def diverged(self, step: int, loss: torch.Tensor | float) -> None:
+    def diverged(self, loss: float, loss_ok: bool, weights_ok: bool) -> None:
         path = self.run_dir / CHECKPOINT_NAME
         last = f"the last good checkpoint is {path}" if path.exists() else "no checkpoint yet"
-        value = float(loss.detach()) if torch.is_tensor(loss) else float(loss)
-        self.update_meta(status="diverged", finished=now_iso())
-        raise TrainingDiverged(
-            f"loss became {value} at step {step + 1}; {last}; lower optim.lr or set optim.clip_grad"
-        )
+        first, last_step = self.checked_step + 1, self.step
+        when = f"at step {last_step}" if first >= last_step else f"in steps {first}-{last_step}"
+        if not loss_ok:
+            what = f"loss became {loss}"
+        elif not weights_ok:
+            what = "weights became non-finite"
+        else:
+            what = "loss became non-finite on another process"
+        self.update_meta(status="diverged", finished=now_iso(), step=self.checked_step)
+        raise TrainingDiverged(f"{what} {when}; {last}; lower optim.lr or set optim.clip_grad")
+
+    # --- the run -------------------------------------------------------------------------
 
     def run(self) -> Path:
-        cfg, info = self.cfg, self.info
+        """Train to the end (or a signal) and return the run directory; a failure is recorded
+        in meta.json ("failed" and the reason) before it propagates."""
         self.started = time.perf_counter()
+        try:
+            self._run()
+        except (TrainingStopped, TrainingDiverged):
+            raise
+        except KeyboardInterrupt:
+            self._mark_failed("interrupted", "a second Ctrl-C stopped it without a checkpoint")
+            raise
+        except OSError as err:
+            where = Path(err.filename) if err.filename else self.run_dir
+            message = describe_os_error(err, where, "read or write")
+            self._mark_failed("failed", message)
+            raise RunDirError(message) from err
+        except Exception as err:
+            reason = str(err).splitlines()[0] if str(err) else ""
+            if not isinstance(err, UserError):
+                reason = f"{type(err).__name__}: {reason}"
+            self._mark_failed("failed", reason)
+            raise
+        return self.run_dir
+
+    def _mark_failed(self, status: str, reason: str) -> None:
+        if self.info.is_main and (self.run_dir / "meta.json").exists():
+            mark_failed(self.run_dir, status, error=reason, step=self.step)
+
+    def _run(self) -> None:
+        cfg, info = self.cfg, self.info
+        # On one CPU process a check costs nothing, so the loss is checked after every step;
+        # elsewhere every sync_every steps (a device sync and an all-reduce), and always
+        # before a checkpoint.
         self.check_every_step = self.device.type == "cpu" and not info.distributed
-        log = TrainingLog(self.run_dir / LOG_NAME, enabled=info.is_main)
+        mirror = None
+        if cfg.train.tensorboard and info.is_main:
+            purge = self.step + 1 if self.resumed_from is not None else None
+            with reporting_os_errors(self.run_dir / "tensorboard"):
+                mirror = TensorBoardMirror(self.run_dir, purge_step=purge)
+        log = TrainingLog(self.run_dir / LOG_NAME, enabled=info.is_main, mirror=mirror)
         if info.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
             write_config(self.run_dir, cfg)
             meta = read_meta(self.run_dir)
             if self.resumed_from is None:
@@ -423,6 +411,7 @@ class Trainer:
                 meta.setdefault("resumes", []).append({"step": self.step, "at": now_iso()})
                 log.truncate_after(self.step)
             meta.update(status="running", finished=None)
+            meta.pop("error", None)
             write_meta(self.run_dir, meta)
         flag = _SignalFlag()
         flag.install()
@@ -430,17 +419,15 @@ class Trainer:
         if self.device.type == "cpu" and cfg.train.cpu_threads > 0:
             torch.set_num_threads(cfg.train.cpu_threads)
         try:
-            with self._progress() as progress:
-                self._loop(log, flag, progress)
+            with display(
+                self.progress_enabled, cfg.train.method, self.total_steps, self.step
+            ) as shown:
+                self._loop(log, flag, shown)
         finally:
             flag.restore()
             torch.set_num_threads(threads_before)
-        fingerprints = all_gather_strings(
-            param_fingerprint(
-                self.model.context_encoder, self.model.predictor, self.target_encoder
-            ),
-            info,
-        )
+            log.close()
+        fingerprints = all_gather_strings(self.train_step.fingerprint(), info)
         self.update_meta(
             status="finished",
             finished=now_iso(),
@@ -448,47 +435,18 @@ class Trainer:
             wall_s=round(self.elapsed(), 2),
             rank_fingerprints=fingerprints,
         )
-        return self.run_dir
 
-    @contextmanager
-    def _progress(self):
-        if not self.progress_enabled:
-            yield None
-            return
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        columns = [
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"),
-            TextColumn("{task.fields[ips]} img/s"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-        ]
-        with Progress(*columns, console=Console(stderr=True)) as progress:
-            task = progress.add_task(
-                f"{self.cfg.train.method}", total=self.total_steps, completed=self.step,
-                loss="-", ips="-",
-            )  # fmt: skip
-            yield progress, task
-
-    def _loop(self, log: TrainingLog, flag: _SignalFlag, progress) -> None:
+    def _loop(self, log: TrainingLog, flag: _SignalFlag, shown: Display) -> None:
         cfg, info = self.cfg, self.info
         spe = self.steps_per_epoch
         sync_every = 1 if self.check_every_step else max(1, min(10, cfg.train.log_every))
-        sums = torch.zeros(4, device=self.device)
+        sums = torch.zeros(4, device=self.device)  # loss parts since the last log row
+        epoch_sums = torch.zeros(4, device=self.device)  # ... since the epoch (or resume) began
         interval_steps, interval_start = 0, time.perf_counter()
         while self.step < self.total_steps:
             epoch = self.step // spe
+            epoch_first_step = self.step
+            epoch_sums.zero_()
             batches = epoch_batches(
                 self.train_split,
                 self.batch_per_rank,
@@ -504,19 +462,22 @@ class Trainer:
                 start=self.step - epoch * spe,
                 num_workers=cfg.data.num_workers,
             )
+            epoch_start = time.perf_counter()
             for images in batches:
                 step = self.step
-                parts, grad_norm = self.train_step(images, step)
+                out = self.train_step(images, step, grad_norm=(step + 1) % cfg.train.log_every == 0)
                 self.step = step + 1
-                sums += torch.stack(
+                parts = out.parts
+                stacked = torch.stack(
                     [parts.loss.detach(), parts.loss_jepa, parts.loss_diff, parts.loss_reg]
                 )
+                sums += stacked
+                epoch_sums += stacked
+                self.loss_since_check += parts.loss.detach()
                 interval_steps += 1
                 if self.step % sync_every == 0 or self.step % spe == 0:
                     stop = any_rank(flag.name is not None, info)
-                    finite = not any_rank(not bool(torch.isfinite(sums).all()), info)
-                    if not finite:
-                        self.diverged(step, sums[0] / interval_steps)
+                    self.check_finite()
                     if stop:
                         path = self.save()
                         self.update_meta(status="interrupted", step=self.step)
@@ -525,7 +486,6 @@ class Trainer:
                     means = (sums / interval_steps).tolist()
                     now = time.perf_counter()
                     ips = interval_steps * cfg.optim.batch_size / max(now - interval_start, 1e-9)
-                    values = self.schedules(step)
                     log.append(
                         {
                             "kind": "step",
@@ -535,37 +495,52 @@ class Trainer:
                             "loss_jepa": means[1],
                             "loss_diff": means[2],
                             "loss_reg": means[3],
-                            "lr": values.lr,
-                            "wd": values.wd,
-                            "ema": values.ema,
-                            "grad_norm": None if grad_norm is None else float(grad_norm),
+                            "lr": out.values.lr,
+                            "wd": out.values.wd,
+                            "ema": out.values.ema,
+                            "grad_norm": None if out.grad_norm is None else float(out.grad_norm),
                             "images_per_s": round(ips, 1),
                             "time": round(self.elapsed(), 2),
                         }
                     )
-                    if progress is not None:
-                        bar, task = progress
-                        bar.update(task, loss=f"{means[0]:.4f}", ips=f"{ips:.0f}")
+                    shown.update(loss=f"{means[0]:.4f}", ips=f"{ips:.0f}")
                     sums.zero_()
                     interval_steps, interval_start = 0, now
-                if progress is not None:
-                    progress[0].update(progress[1], completed=self.step)
+                shown.update(completed=self.step)
                 every = cfg.train.checkpoint_every_steps
                 if every and self.step % every == 0 and self.step % spe != 0:
                     self.save()
-            self._end_epoch(log)
+            trained = self.step - epoch_first_step
+            losses = (epoch_sums / max(trained, 1)).tolist()
+            self._end_epoch(log, shown, losses, trained, time.perf_counter() - epoch_start)
 
-    def _end_epoch(self, log: TrainingLog) -> None:
+    def _end_epoch(
+        self, log: TrainingLog, shown: Display, losses: list[float], steps: int, train_s: float
+    ) -> None:
         cfg = self.cfg
         epoch = self.step // self.steps_per_epoch
+        metrics = None
         if self.monitor is not None and self.info.is_main:
-            metrics = self.monitor(self.target_encoder)
+            metrics = self.monitor(self.train_step.target_encoder)
             log.append(
                 {"kind": "epoch", "epoch": epoch, "step": self.step, **metrics,
                  "time": round(self.elapsed(), 2)}
             )  # fmt: skip
         keep = epoch % max(1, cfg.train.checkpoint_every) == 0 or self.step == self.total_steps
         self.save(also_epoch=epoch if keep else None)
+        seconds_per_step = train_s / max(steps, 1)
+        shown.line(
+            epoch_line(
+                epoch,
+                cfg.train.epochs,
+                self.step,
+                self.total_steps,
+                losses,
+                steps * cfg.optim.batch_size / max(train_s, 1e-9),
+                metrics,
+                (self.total_steps - self.step) * seconds_per_step,
+            )
+        )
 
 
 def train_run(
@@ -574,14 +549,30 @@ def train_run(
     """Train `config` into run directory `out_dir` (resuming its checkpoint if asked).
 
     Works in one process or under torchrun (every rank calls it). Returns the run directory.
-    Raises UserError for bad input, TrainingDiverged on NaN/Inf and TrainingStopped when
-    SIGINT/SIGTERM arrived (after writing checkpoint.pt).
+    Raises UserError for bad input, a locked run directory or an OS error (full disk...),
+    TrainingDiverged on NaN/Inf and TrainingStopped when SIGINT/SIGTERM arrived (after
+    writing checkpoint.pt).
     """
     info = setup_distributed(config.train.device)
     created_group = info.distributed
+    run_dir = Path(out_dir)
+    lock = RunDirLock(run_dir) if info.is_main else None
     try:
-        trainer = Trainer(config, Path(out_dir), info, resume, progress)
+        lock_error = None
+        if lock is not None:
+            try:
+                lock.acquire()
+            except RunDirError as err:
+                lock_error = err
+        if any_rank(lock_error is not None, info):
+            raise lock_error or RunDirError(f"rank 0 could not lock {run_dir}; see its error")
+        trainer = Trainer(config, run_dir, info, resume, progress)
         return trainer.run()
+    except OSError as err:  # reading data or the checkpoint to resume (run() handles its own)
+        where = Path(err.filename) if err.filename else run_dir
+        raise RunDirError(describe_os_error(err, where, "read")) from err
     finally:
+        if lock is not None:
+            lock.release(remove_if_unused=True)
         if created_group:
             cleanup_distributed()

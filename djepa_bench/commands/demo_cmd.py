@@ -7,7 +7,6 @@ already completed in --out are reused, so an interrupted demo continues where it
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -54,7 +53,7 @@ def _train_all(
         cfg = build_config(preset, None, [*overrides, *extra])
         resume = (run_dir / "checkpoint.pt").is_file()
         start = time.perf_counter()
-        train_run(cfg, run_dir, resume=resume, progress=sys.stderr.isatty())
+        train_run(cfg, run_dir, resume=resume, progress=True)  # plain epoch lines off a TTY
         _log(f"trained in {time.perf_counter() - start:.0f}s")
     return run_dirs
 

@@ -33,18 +33,51 @@ def report_command(
     group_by: list[str] = typer.Option(
         [],
         "--group-by",
-        help="Also split rows by this field: 'dataset' or a config key such as model.size "
-        "(repeatable). Needed when runs were evaluated on different datasets.",
+        help="Also split rows by this field: dataset, split, eval_preset, run (one row per "
+        "run), regularizer, or a config key such as model.size (repeatable). Needed when runs "
+        "were evaluated on different datasets.",
+    ),
+    columns: str = typer.Option(
+        "",
+        "--columns",
+        help="Comma list of table columns, in order (default: knn20,linear,1shot,5shot,25shot,"
+        "corr_acc,mce,rankme). Also: knn10, knn100, knn200, linear_top5, 2shot, 10shot, "
+        "rankme_per_dim (RankMe / D, comparable across dimensions).",
+    ),
+    title: str = typer.Option(
+        "",
+        "--title",
+        help="Report title (default: the compared methods and the dataset, e.g. "
+        "'D-JEPA vs I-JEPA on cifar10').",
+    ),
+    correction: str = typer.Option(
+        "holm",
+        "--correction",
+        help="Multiple-comparison correction of the delta table's paired t-tests: holm "
+        "(default) or none. The report states which was used.",
+    ),
+    table_layout: str = typer.Option(
+        "auto",
+        "--table-layout",
+        help="LaTeX table layout: auto (one row per method if it fits \\linewidth, else one "
+        "row per metric, chosen by LaTeX), standard (methods as rows) or transposed (metrics "
+        "as rows). Tables never exceed \\linewidth.",
     ),
 ) -> None:
-    """Compare runs: headline table (mean ± std over seeds), paired deltas vs a baseline with
-    95% CIs, figures (PNG + PDF) and a markdown report with a short summary."""
+    """Compare runs: headline table over seeds, paired deltas vs a baseline (95% t-intervals
+    and Holm-corrected tests from 3 seeds, per-seed values below), the differences the seeds
+    can resolve (power), figures (PNG + PDF) and a markdown report with a short summary."""
     from djepa_bench.reports.build import build_report
 
-    report = build_report(runs, out, baseline=baseline, formats=formats, group_by=group_by)
+    report = build_report(
+        runs, out, baseline=baseline, formats=formats, group_by=group_by, title=title,
+        columns=columns, correction=correction, table_layout=table_layout,
+    )  # fmt: skip
     typer.echo(f"wrote {len(report.files)} files to {report.out}")
     if report.skipped:
         typer.echo("skipped figures: " + "; ".join(report.skipped))
+    for warning in report.warnings:
+        typer.echo(f"warning: {warning.removeprefix('⚠ ')}")
     for note in report.notes:
         typer.echo(f"note: {note}")
     if (report.out / "report.md").is_file():

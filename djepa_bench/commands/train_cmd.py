@@ -98,11 +98,8 @@ def train_command(
     `torchrun --nproc_per_node N -m djepa_bench train ...`. Ctrl-C or SIGTERM writes a
     checkpoint first; continue with --resume.
     """
-    from djepa_bench.checkpoint import CHECKPOINT_NAME, check_resumable
     from djepa_bench.train.api import TrainingStopped, train_run
 
-    if method is not None and method not in ("ijepa", "djepa"):
-        raise UserError(f"unknown --method '{method}'; use ijepa or djepa")
     flags = _flag_overrides(method, seed, epochs, data_root, download, device)
     all_overrides = list(overrides or []) + flags
     if resume:
@@ -112,10 +109,6 @@ def train_command(
     else:
         cfg = build_config(preset, config_file, all_overrides)
         out = out or _default_out(preset, cfg)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; give a folder for the run directory")
-    if resume and (out / CHECKPOINT_NAME).is_file():
-        check_resumable(out / CHECKPOINT_NAME)  # a malformed checkpoint fails before the set-up
     is_main = int(os.environ.get("RANK", "0")) == 0
     try:
         run_dir = train_run(cfg, out, resume=resume, progress=True)
