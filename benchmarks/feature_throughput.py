@@ -49,6 +49,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
     parser.add_argument("--mode", default="max-autotune-no-cudagraphs", help="torch.compile mode")
     parser.add_argument("--json", default=None, help="also write the results to this file")
+    parser.add_argument("--warm-only", action="store_true", help="compile, run once, exit")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -70,6 +71,9 @@ def main() -> None:
         start = time.perf_counter()
         compiled(images).float().sum().item()
         compile_s = time.perf_counter() - start
+        if args.warm_only:
+            print(f"warm: first compiled call {compile_s:.0f} s")
+            return
         for i in range(args.warmup + args.steps):
             for name, fn in variants.items():
                 sync(device)

@@ -7,7 +7,10 @@
 #   3. MFU of the training step at imagenet-vit-base (ViT-B/16, 224 px) and stl10-vit-small
 #      (ViT-S/8, 96 px) sizes on synthetic images (goal >= 35% of the bf16 peak for ViT-B/16);
 #   4. feature extraction for evaluation: ViT-B/16 at 224 px, bf16, compiled, large batch:
-#      images/s and the time of a CIFAR-10- and an ImageNet-1k-sized pass (extrapolated).
+#      images/s and the time of a CIFAR-10- and an ImageNet-1k-sized pass (extrapolated);
+#   5. the data path at batch 512: augmentation of GPU-resident images and mask sampling on
+#      the device, as images/s against the 22,000 goal (data_path.py);
+#   6. D-JEPA's modulated block, split/concatenate vs grouped layout (modulation_layout.py).
 # Compilation dominates the time, so every configuration is first compiled in parallel
 # processes (warming the inductor caches), then measured one at a time with nothing else
 # running. Stages run in order of importance; one that would pass the deadline is skipped
@@ -21,7 +24,8 @@ set -uo pipefail
 PEAK=${1:-989}
 PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}
-BUDGET=${BUDGET_S:-450}  # seconds for the whole call (the lease allows 480 per command)
+# seconds for the whole call (the lease allows 480 per command; the CPU smoke test is slower)
+BUDGET=${BUDGET_S:-$([ "$DEVICE" = cpu ] && echo 5400 || echo 450)}
 WORK=${WORK:-/tmp/djepa-gpu-speed}
 RESULTS=${OUT:-$WORK}
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
@@ -51,11 +55,13 @@ STAGES=(
     "t512|$STEP --preset cifar10-vit-tiny --batch $B_SMALL --compile both --steps $STEPS --warmup $WARMUP ${TINY[*]}"
     "t512-cudagraphs|$STEP --preset cifar10-vit-tiny --batch $B_SMALL --steps $STEPS --warmup $WARMUP --set train.compile_mode=reduce-overhead ${TINY[*]}"
     "t2048|$STEP --preset cifar10-vit-tiny --batch $B_LARGE --steps $(( STEPS / 2 )) --warmup $WARMUP ${TINY[*]}"
+    "datapath|$PY benchmarks/data_path.py --device $DEVICE --preset cifar10-vit-tiny --batch $B_SMALL --repeats $STEPS"
     "b224|$STEP --preset imagenet-vit-base --batch $B_VITB --methods ijepa --steps $(( STEPS / 3 )) --warmup $WARMUP ${BIG[*]}"
     "features|$PY benchmarks/feature_throughput.py --device $DEVICE ${FEAT[*]} --batch $B_FEAT --steps $(( STEPS / 4 + 1 ))"
     "s96|$STEP --preset stl10-vit-small --batch $B_VITS --methods ijepa --steps $(( STEPS / 3 )) --warmup $WARMUP ${BIG[*]}"
     "b224-djepa|$STEP --preset imagenet-vit-base --batch $B_VITB --methods djepa --steps $(( STEPS / 3 )) --warmup $WARMUP ${BIG[*]}"
     "s96-djepa|$STEP --preset stl10-vit-small --batch $B_VITS --methods djepa --steps $(( STEPS / 3 )) --warmup $WARMUP ${BIG[*]}"
+    "modulation|$PY benchmarks/modulation_layout.py --device $DEVICE --batch $B_SMALL --steps $STEPS"
 )
 
 stamp "environment"
@@ -76,7 +82,7 @@ if device == "cuda":  # the bf16 matrix rate this GPU reaches, as a ceiling next
 EOF
 
 stamp "compile every configuration in parallel (warms the inductor caches)"
-WARM_JOBS=${WARM_JOBS:-4}
+WARM_JOBS=${WARM_JOBS:-$([ "$DEVICE" = cpu ] && echo 2 || echo 4)}
 export START BUDGET WORK
 for entry in "${STAGES[@]}"; do
     echo "$entry"

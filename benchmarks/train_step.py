@@ -208,7 +208,10 @@ def main() -> None:
     )
     compiled_steps = [step for (_, c), step in variants.items() if c]
     if compiled_steps:
-        print(f"compilations over {1 + args.warmup + args.steps} steps per method: {compilations}")
+        print(
+            f"compilations of {len(compiled_steps)} compiled step(s) over "
+            f"{1 + args.warmup + args.steps} steps each: {compilations}"
+        )
         line = padding_line(compiled_steps[0], batch)
         if line:
             print(line)
