@@ -47,9 +47,10 @@ from djepa_bench.errors import UserError
 CONTEXT_BATCHING = ("pad", "truncate", "subsample", "fixed")
 _MAX_RESAMPLES = 50
 # "fixed": candidates per image are chosen so that all of them leave too small a context
-# with probability below this (estimated from _ESTIMATE_DRAWS draws when the masker is built).
+# with probability below this (estimated from _ESTIMATE_DRAWS draws per pair of block sizes
+# when the masker is built).
 _FAILURE_PER_IMAGE = 1e-15
-_ESTIMATE_DRAWS = 4096
+_ESTIMATE_DRAWS = 1024
 _MAX_CANDIDATES = 256
 
 
@@ -273,10 +274,15 @@ class MultiBlockMasker:
     # --- "fixed": static shapes, sampled on the generator's device ------------------------
 
     def _draw_blocks(
-        self, candidates: int, batch: int, generator: torch.Generator
+        self,
+        candidates: int,
+        batch: int,
+        generator: torch.Generator,
+        sizes: tuple[tuple[int, int], tuple[int, int]] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Candidate masks from one draw of uniforms: targets (K, B, M, N), contexts (K, B, N)
-        (targets removed) and the number of target tokens per block (0-d tensor)."""
+        (targets removed) and the number of target tokens per block (0-d tensor). Block sizes
+        are drawn once per batch, or given as ((th, tw), (ch, cw))."""
         cfg, grid, m = self.cfg, self.grid, self.cfg.num_targets
         device = generator.device
         draws = torch.rand(4 + 2 * candidates * batch * (m + 1), generator=generator, device=device)
@@ -286,8 +292,11 @@ class MultiBlockMasker:
             squares = _squared_dims(grid, scale, aspect, a, b)
             return tuple(torch.round(x.sqrt()).clamp(1, grid).long() for x in squares)
 
-        th, tw = dims(cfg.target_scale, cfg.target_aspect, size_draws[0], size_draws[1])
-        ch, cw = dims(cfg.context_scale, cfg.context_aspect, size_draws[2], size_draws[3])
+        if sizes is None:
+            th, tw = dims(cfg.target_scale, cfg.target_aspect, size_draws[0], size_draws[1])
+            ch, cw = dims(cfg.context_scale, cfg.context_aspect, size_draws[2], size_draws[3])
+        else:
+            (th, tw), (ch, cw) = (tuple(torch.tensor(x, device=device) for x in s) for s in sizes)
         top, left = draws[4:].view(2, candidates, batch, m + 1)
         targets = _place_blocks(top[..., :m], left[..., :m], grid, th, tw)
         context = _place_blocks(top[..., m], left[..., m], grid, ch, cw) & ~targets.any(2)
@@ -317,17 +326,24 @@ class MultiBlockMasker:
         )
 
     def _candidates(self) -> int:
-        """Candidates per image for "fixed", from the rate of too-small contexts in a fixed
-        sample of draws (the resampling loop's "too many resamples" becomes an error here)."""
-        generator = torch.Generator().manual_seed(0)
-        _, context, _ = self._draw_blocks(1, _ESTIMATE_DRAWS, generator)
-        failures = int((context.sum(-1) < self.cfg.min_keep).sum())
+        """Candidates per image for "fixed", from the rate of too-small contexts at the worst
+        pair of block sizes, on a fixed sample of draws per pair (the resampling loop's "too
+        many resamples" becomes an error here)."""
+        cfg, generator = self.cfg, torch.Generator().manual_seed(0)
+        failures = 0
+        for sizes in itertools.product(
+            achievable_sizes(self.grid, cfg.target_scale, cfg.target_aspect),
+            achievable_sizes(self.grid, cfg.context_scale, cfg.context_aspect),
+        ):
+            _, context, _ = self._draw_blocks(1, _ESTIMATE_DRAWS, generator, sizes)
+            failures = max(failures, int((context.sum(-1) < cfg.min_keep).sum()))
         rate = max(failures, 1) / _ESTIMATE_DRAWS
         needed = math.ceil(math.log(_FAILURE_PER_IMAGE) / math.log(rate)) if rate < 1 else math.inf
         if needed > _MAX_CANDIDATES:
             raise UserError(
                 f"masks leave fewer than mask.min_keep={self.cfg.min_keep} context patches in "
-                f"{100 * failures / _ESTIMATE_DRAWS:.0f}% of draws; lower mask.min_keep, "
+                f"{100 * failures / _ESTIMATE_DRAWS:.0f}% of draws at the least favourable block "
+                "sizes; lower mask.min_keep, "
                 "mask.num_targets or mask.target_scale"
             )
         return max(2, needed)
