@@ -77,8 +77,11 @@ class MaskConfig:
     min_keep: PositiveInt = 4
     # How context sets of different lengths are batched: "pad" keeps every context token
     # (padded to the batch maximum with attention masking); "truncate" cuts to the batch
-    # minimum like the official collator; "subsample" draws a random subset of that size.
-    context_batching: Literal["pad", "truncate", "subsample"] = "pad"
+    # minimum like the official collator; "subsample" draws a random subset of that size;
+    # "fixed" keeps every token like "pad" but pads contexts and target blocks to the longest
+    # the mask scales allow, so every shape of a step is fixed (what train.compile needs), and
+    # samples the masks on the training device.
+    context_batching: Literal["pad", "truncate", "subsample", "fixed"] = "pad"
 
 
 @dataclass
@@ -157,7 +160,11 @@ class TrainConfig:
     seed: NonNegativeInt = 0
     device: DeviceName = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    # torch.compile the step's forward and loss (one graph, compiled once: needs
+    # mask.context_batching=fixed); compile_mode is torch.compile's mode ("reduce-overhead"
+    # and "max-autotune" replay CUDA graphs on a GPU).
     compile: bool = False
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
     log_every: PositiveInt = 20  # steps between log.jsonl rows
     checkpoint_every: PositiveInt = 1  # epochs between checkpoint-epNNN.pt files
     checkpoint_every_steps: NonNegativeInt = 0  # also write checkpoint.pt every N steps (0: off)
@@ -363,6 +370,12 @@ def check_consistency(cfg: Config) -> None:
         raise UserError(
             f"optim.ema_start {o.ema_start:g} is above optim.ema_end {o.ema_end:g}; the EMA "
             "momentum rises during training"
+        )
+    if cfg.train.compile and cfg.mask.context_batching != "fixed":
+        raise UserError(
+            f"train.compile needs mask.context_batching=fixed (static shapes; with "
+            f"{cfg.mask.context_batching} every new context length recompiles); set "
+            "mask.context_batching=fixed or train.compile=false"
         )
     if not cfg.eval.lowshot.shots and not cfg.eval.lowshot.percents:
         raise UserError("eval.lowshot needs shots or percents; e.g. eval.lowshot.shots=[1,5]")

@@ -27,6 +27,7 @@ def test_overrides_set_nested_typed_values():
             "eval.knn.k=[10,20]",
             "mask.target_scale=[0.1,0.2]",
             "train.compile=true",
+            "mask.context_batching=fixed",
             "data.root=/tmp/x",
             "eval.knn.k=5",
         ]

@@ -99,7 +99,9 @@ def test_benchmarks_run_the_step_object_and_keep_their_output_format():
     for method in ("ijepa", "djepa"):
         line = next(x for x in lines if x.startswith(f"{method}: median step "))
         assert "images/s" in line and "GFLOP/step" in line
-    assert lines[-1].startswith("ratio djepa/ijepa step time: ") and "FLOP ratio" in lines[-1]
+    ratio = next(x for x in lines if x.startswith("ratio djepa/ijepa step time: "))
+    assert "FLOP ratio" in ratio
+    assert lines[-1].startswith("SUMMARY ratio djepa/ijepa batch 16: ")
     profile = run_benchmark("step_profile", "--steps", "2", "--rows", "3")
     assert profile.count("== ijepa: step ") == profile.count("== djepa: step ") == 1
     assert "ratio djepa/ijepa: step " in profile.splitlines()[-1]

@@ -75,6 +75,7 @@ RUNTIME_KEYS = {
     "train.checkpoint_every",
     "train.checkpoint_every_steps",
     "train.compile",
+    "train.compile_mode",
     "train.cpu_threads",
     "train.tensorboard",
     "data.root",

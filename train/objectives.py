@@ -52,6 +52,8 @@ class JepaModel(nn.Module):
             noisy_idx=None if noisy is None else noisy.idx,
             noisy=None if noisy is None else noisy.noisy,
             noise_level=None if noisy is None else noisy.level,
+            target_valid=masks.target_valid,
+            noisy_valid=None if noisy is None else noisy.valid,
         )
         projected = None
         if self.projector is not None:
@@ -100,6 +102,7 @@ class NoisyTargets:
     noisy: torch.Tensor  # (B, Q, T, D)
     level: torch.Tensor  # (B, Q) integer noise levels
     weight: torch.Tensor | None  # (B, Q) min-SNR loss weights, or None
+    valid: torch.Tensor | None = None  # (B, Q, T) bool, False at padded tokens; None: all real
 
 
 @dataclass
@@ -122,28 +125,42 @@ def target_embeddings(target_encoder: VisionEncoder, images: torch.Tensor, masks
     )
 
 
+def draw_noise(
+    schedule: DiffusionSchedule, shape: torch.Size | tuple[int, ...], generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noise levels (B, Q), uniform in [0, T), and Gaussian noise `shape` (B, Q, T, D), float32,
+    drawn on the generator's device (kept apart from noising so a compiled step gets tensors)."""
+    device = generator.device
+    level = torch.randint(0, schedule.timesteps, shape[:2], generator=generator, device=device)
+    eps = torch.randn(shape, generator=generator, device=device, dtype=torch.float32)
+    return level, eps
+
+
 def noise_targets(
     schedule: DiffusionSchedule,
     targets: torch.Tensor,
     target_idx: torch.Tensor,
     draws: int,
-    generator: torch.Generator,
+    generator: torch.Generator | None = None,
     min_snr_gamma: float = 0.0,
+    *,
+    noise: tuple[torch.Tensor, torch.Tensor] | None = None,
+    target_valid: torch.Tensor | None = None,
 ) -> NoisyTargets:
-    """Draw `draws` noise levels and Gaussian noises per target block."""
+    """Noise every target block `draws` times: with (levels, eps) from `noise` if given (as
+    `draw_noise` returns them for the repeated targets), else drawn from `generator`."""
     clean = targets.repeat(1, draws, 1, 1) if draws > 1 else targets
     idx = target_idx.repeat(1, draws, 1) if draws > 1 else target_idx
-    device = targets.device
-    level = torch.randint(
-        0, schedule.timesteps, clean.shape[:2], generator=generator, device=device
-    )
-    eps = torch.randn(clean.shape, generator=generator, device=device, dtype=clean.dtype)
-    noisy = schedule.q_sample(clean, level, eps)
+    valid = target_valid
+    if valid is not None and draws > 1:
+        valid = valid.repeat(1, draws, 1)
+    level, eps = noise if noise is not None else draw_noise(schedule, clean.shape, generator)
+    noisy = schedule.q_sample(clean, level, eps.to(clean.dtype))
     weight = None
     if min_snr_gamma > 0:
         # min-SNR-gamma for an x0 loss is min(SNR, gamma); divided by gamma to stay in (0, 1].
         weight = schedule.snr(level).clamp(max=min_snr_gamma) / min_snr_gamma
-    return NoisyTargets(idx=idx, clean=clean, noisy=noisy, level=level, weight=weight)
+    return NoisyTargets(idx=idx, clean=clean, noisy=noisy, level=level, weight=weight, valid=valid)
 
 
 def regression_loss(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
@@ -155,14 +172,28 @@ def regression_loss(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torc
     raise UserError(f"unknown loss '{kind}'; use {' or '.join(LOSSES)}")
 
 
-def jepa_loss(predicted: torch.Tensor, targets: torch.Tensor, kind: str) -> torch.Tensor:
-    """L_jepa: mean regression error of mask-token predictions against the targets."""
-    return regression_loss(predicted, targets, kind).mean()
+def _mean_over_real(error: torch.Tensor, valid: torch.Tensor | None, dims) -> torch.Tensor:
+    """Mean of `error` (..., T, D) over `dims` counting only real tokens (valid (..., T))."""
+    if valid is None:
+        return error.mean(dim=dims)
+    real = valid.unsqueeze(-1)
+    total = torch.where(real, error, 0.0).sum(dim=dims)
+    return total / (real.sum(dim=dims) * error.shape[-1])
+
+
+def jepa_loss(
+    predicted: torch.Tensor, targets: torch.Tensor, kind: str, valid: torch.Tensor | None = None
+) -> torch.Tensor:
+    """L_jepa: mean regression error of mask-token predictions against the targets (over the
+    real tokens when `valid` (B, M, T) marks padding)."""
+    error = regression_loss(predicted, targets, kind)
+    return _mean_over_real(error, valid, tuple(range(error.dim())))
 
 
 def diffusion_loss(predicted: torch.Tensor, noisy: NoisyTargets, kind: str) -> torch.Tensor:
     """L_diff: mean error of the x0 estimates, per query group weighted by min-SNR if set."""
-    per_group = regression_loss(predicted, noisy.clean, kind).mean(dim=(2, 3))  # (B, Q)
+    error = regression_loss(predicted, noisy.clean, kind)
+    per_group = _mean_over_real(error, noisy.valid, (2, 3))  # (B, Q)
     if noisy.weight is not None:
         per_group = per_group * noisy.weight
     return per_group.mean()
@@ -201,18 +232,24 @@ def compute_losses(
     images: torch.Tensor,
     masks: MaskBatch,
     cfg: Config,
-    generator: torch.Generator,
+    generator: torch.Generator | None = None,
+    noise: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> LossParts:
-    """One forward pass of the configured method on a batch; returns the loss parts."""
+    """One forward pass of the configured method on a batch; returns the loss parts.
+
+    D-JEPA's noise comes from `noise` ((B, Q) levels and (B, Q, T, D) Gaussian noise, see
+    `draw_noise`) when given, else it is drawn from `generator`.
+    """
     targets = target_embeddings(target_encoder, images, masks)
     noisy = None
     if cfg.train.method == "djepa":
         d = cfg.diffusion
         noisy = noise_targets(
-            schedule, targets, masks.target_idx, d.noise_draws, generator, d.min_snr_gamma
-        )
+            schedule, targets, masks.target_idx, d.noise_draws, generator, d.min_snr_gamma,
+            noise=noise, target_valid=masks.target_valid,
+        )  # fmt: skip
     out = model(images, masks, noisy)
-    loss_jepa = jepa_loss(out.prediction.masked, targets, cfg.optim.jepa_loss)
+    loss_jepa = jepa_loss(out.prediction.masked, targets, cfg.optim.jepa_loss, masks.target_valid)
     loss_reg = regularizer_loss(out, cfg)
     loss = loss_jepa + loss_reg
     loss_diff = torch.zeros((), device=images.device)

@@ -7,6 +7,15 @@ is one step: schedules, masks and noise drawn from (seed, rank, step), forward, 
 gradient clipping, AdamW, EMA. The loop (loop.py) keeps data, the run directory, signals
 and logs, as DINOv2 splits its SSLMetaArch from train.py; the benchmarks time this same
 object, so their step times and MFU are those of the trainer's step.
+
+With `train.compile` the forward pass and the losses (target encoder, context encoder,
+predictor, objectives, under autocast) are one torch.compile graph, taking only tensors:
+masks and noise are drawn outside it (generators do not trace). With
+`mask.context_batching=fixed` (which compile requires) every input shape is fixed by the
+config, so the graph compiles once (tests/test_compile.py counts it) and CUDA graphs can
+replay it (`train.compile_mode=reduce-overhead`); the masks are then sampled on the device,
+so a step never waits on a host-to-device copy. AdamW (fused on GPU), clipping and EMA
+(torch._foreach) stay eager: a handful of multi-tensor kernels.
 """
 
 from __future__ import annotations
@@ -23,10 +32,16 @@ from torch.nn.parallel import DistributedDataParallel
 from djepa_bench.checkpoint import clean_state_dict
 from djepa_bench.config import Config
 from djepa_bench.errors import UserError
-from djepa_bench.masks import MultiBlockMasker
+from djepa_bench.masks import MaskBatch, MultiBlockMasker
 from djepa_bench.models import build_encoder, build_predictor, build_schedule
 from djepa_bench.train.batches import derived_seed, generator_for
-from djepa_bench.train.objectives import JepaModel, LossParts, compute_losses, projector_for
+from djepa_bench.train.objectives import (
+    JepaModel,
+    LossParts,
+    compute_losses,
+    draw_noise,
+    projector_for,
+)
 from djepa_bench.train.optim import build_optimizer, ema_update, set_lr_wd
 from djepa_bench.train.schedules import Schedules, StepValues
 
@@ -54,6 +69,10 @@ def uses_bf16(precision: str, device: torch.device) -> bool:
     if precision not in ("auto", "fp32", "bf16"):
         raise UserError(f"unknown train.precision '{precision}'; use auto, fp32 or bf16")
     return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+
+
+# torch.compile's backend; tests that only count graphs use "aot_eager" (no code generation).
+COMPILE_BACKEND = "inductor"
 
 
 class TrainStep:
@@ -85,18 +104,25 @@ class TrainStep:
         self.model = JepaModel(encoder, predictor, projector).to(device)
         self.optimizer = build_optimizer(self.model, cfg.optim, device)
         self.schedules = Schedules(cfg.optim, total_steps, steps_per_epoch)
-        self.diffusion = build_schedule(cfg.diffusion) if cfg.train.method == "djepa" else None
+        self.diffusion = None
+        if cfg.train.method == "djepa":
+            self.diffusion = build_schedule(cfg.diffusion).to(device)
         self.masker = MultiBlockMasker(encoder.grid_size, cfg.mask)
+        self.masks_on_device = cfg.mask.context_batching == "fixed"
         self.forward_model: torch.nn.Module = self.model
-        self.forward_target: torch.nn.Module = self.target_encoder
         if distributed:
             device_ids = [device] if device.type == "cuda" else None
             self.forward_model = DistributedDataParallel(
                 self.model, device_ids=device_ids, **_NO_BUFFER_SYNC
             )
+        self.losses = self._losses
+        self.cuda_graphs = False
         if cfg.train.compile:
-            self.forward_model = torch.compile(self.forward_model)
-            self.forward_target = torch.compile(self.target_encoder)
+            mode = cfg.train.compile_mode
+            self.losses = torch.compile(
+                self._losses, mode=mode, fullgraph=True, backend=COMPILE_BACKEND
+            )
+            self.cuda_graphs = device.type == "cuda" and mode != "default"
 
     @property
     def context_encoder(self) -> torch.nn.Module:
@@ -117,21 +143,28 @@ class TrainStep:
         seed, rank = cfg.train.seed, self.rank
         values = self.schedules(step)
         set_lr_wd(self.optimizer, values.lr, values.wd)
-        masks = self.masker(images.shape[0], generator_for(seed, "mask", rank, step))
-        masks = masks.to(self.device)
-        noise_gen = generator_for(seed, "noise", rank, step, device=self.device)
+        masks = self.sample_masks(images.shape[0], step)
+        level = eps = None
+        if self.diffusion is not None:
+            batch, blocks, tokens = masks.target_idx.shape
+            width = self.context_encoder.embed_dim
+            shape = (batch, blocks * cfg.diffusion.noise_draws, tokens, width)
+            noise_gen = generator_for(seed, "noise", rank, step, device=self.device)
+            level, eps = draw_noise(self.diffusion, shape, noise_gen)
         torch.manual_seed(derived_seed(seed, "torch", rank, step))  # drop-path
-        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
-        with autocast:
-            parts = compute_losses(
-                self.forward_model,
-                self.forward_target,
-                self.diffusion,
+        if self.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        parts = LossParts(
+            *self.losses(
                 images,
-                masks,
-                cfg,
-                noise_gen,
+                masks.context_idx,
+                masks.context_valid,
+                masks.target_idx,
+                masks.target_valid,
+                level,
+                eps,
             )
+        )
         self.optimizer.zero_grad(set_to_none=True)
         parts.loss.backward()
         norm = None
@@ -142,6 +175,40 @@ class TrainStep:
         self.optimizer.step()
         ema_update(self.target_encoder, self.model.context_encoder, values.ema)
         return StepOutput(parts, norm, values)
+
+    def sample_masks(self, batch: int, step: int) -> MaskBatch:
+        """This rank's masks for step `step`, on the device ("fixed" samples them there)."""
+        seed, rank = self.cfg.train.seed, self.rank
+        if self.masks_on_device:
+            return self.masker(batch, generator_for(seed, "mask", rank, step, device=self.device))
+        masks = self.masker(batch, generator_for(seed, "mask", rank, step))
+        return masks.to(self.device)
+
+    def _losses(
+        self,
+        images: torch.Tensor,
+        context_idx: torch.Tensor,
+        context_valid: torch.Tensor | None,
+        target_idx: torch.Tensor,
+        target_valid: torch.Tensor | None,
+        level: torch.Tensor | None,
+        eps: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Forward pass and losses from tensors only (what torch.compile traces as one graph):
+        loss, loss_jepa, loss_diff, loss_reg."""
+        masks = MaskBatch(context_idx, context_valid, target_idx, target_valid)
+        noise = None if level is None else (level, eps)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            parts = compute_losses(
+                self.forward_model,
+                self.target_encoder,
+                self.diffusion,
+                images,
+                masks,
+                self.cfg,
+                noise=noise,
+            )
+        return parts.loss, parts.loss_jepa, parts.loss_diff, parts.loss_reg
 
     def modules(self) -> dict[str, torch.nn.Module]:
         """The checkpointed modules by their checkpoint key (projector only when built)."""

@@ -40,6 +40,12 @@ class DiffusionSchedule:
         self.alphas_cumprod = alphas_cumprod.double()
         self.timesteps = int(alphas_cumprod.shape[0])
 
+    def to(self, device: torch.device | str) -> DiffusionSchedule:
+        """Keep the table on `device`, so noising there copies nothing from the host (a
+        blocking host-to-device copy per step would also synchronise the GPU stream)."""
+        self.alphas_cumprod = self.alphas_cumprod.to(device)
+        return self
+
     def _abar(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         abar = self.alphas_cumprod.to(t.device)[t.long()].to(like.dtype)
         return abar.reshape(*t.shape, *([1] * (like.dim() - t.dim())))

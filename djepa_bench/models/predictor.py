@@ -154,23 +154,33 @@ class Predictor(nn.Module):
         noisy_idx: torch.Tensor | None = None,
         noisy: torch.Tensor | None = None,
         noise_level: torch.Tensor | None = None,
+        target_valid: torch.Tensor | None = None,
+        noisy_valid: torch.Tensor | None = None,
     ) -> PredictorOutput:
         """Predict target embeddings.
 
         z_ctx (B, L, De) context-encoder tokens at ctx_idx (B, L), ctx_valid (B, L) marking
         real (not padding) tokens; target_idx (B, M, T): mask-token queries per target block;
-        noisy_idx (B, Q, T), noisy (B, Q, T, De) and noise_level (B, Q): noisy queries.
+        noisy_idx (B, Q, T), noisy (B, Q, T, De) and noise_level (B, Q): noisy queries;
+        target_valid (B, M, T) and noisy_valid (B, Q, T) mark real queries (None: all real).
+        Padding is never attended to: padded keys are masked out of every query's attention,
+        and a padded query (whose output is meaningless) attends only to the real context.
         """
         batch, num_ctx = ctx_idx.shape
+        device = z_ctx.device
         pos = self.pos_embed.to(z_ctx.dtype).expand(batch, -1, -1)
         parts = [self.context_proj(z_ctx) + gather_tokens(pos, ctx_idx)]
-        groups = [torch.full((num_ctx,), -1, dtype=torch.long)]
+        groups = [torch.full((num_ctx,), -1, dtype=torch.long, device=device)]
+        valid = [ctx_valid]
         num_masked = num_noisy = 0
         if target_idx is not None:
             num_masked, tokens_per_block = target_idx.shape[1], target_idx.shape[2]
             flat = target_idx.reshape(batch, -1)
             parts.append(self.mask_token.to(z_ctx.dtype) + gather_tokens(pos, flat))
-            groups.append(torch.arange(num_masked).repeat_interleave(tokens_per_block))
+            groups.append(
+                torch.arange(num_masked, device=device).repeat_interleave(tokens_per_block)
+            )
+            valid.append(None if target_valid is None else target_valid.reshape(batch, -1))
         num_plain = sum(part.shape[1] for part in parts)  # context and mask-token queries
         cond = None
         if noisy is not None:
@@ -180,10 +190,22 @@ class Predictor(nn.Module):
             flat = noisy_idx.reshape(batch, -1)
             parts.append(self.noisy_proj(noisy.reshape(batch, -1, noisy.shape[-1])))
             parts[-1] = parts[-1] + gather_tokens(pos, flat)
-            groups.append(num_masked + torch.arange(num_noisy).repeat_interleave(noisy_tokens))
+            groups.append(
+                num_masked + torch.arange(num_noisy, device=device).repeat_interleave(noisy_tokens)
+            )
+            valid.append(None if noisy_valid is None else noisy_valid.reshape(batch, -1))
             cond = self.time_embed(noise_level.expand(batch, num_noisy))  # (B, Q, D)
         x = torch.cat(parts, dim=1)
-        attn_mask = self._attention_mask(torch.cat(groups).to(x.device), ctx_valid, batch)
+        key_valid = None
+        if any(v is not None for v in valid):
+            key_valid = torch.cat(
+                [
+                    torch.ones_like(part[..., 0], dtype=torch.bool) if v is None else v
+                    for part, v in zip(parts, valid, strict=True)
+                ],
+                dim=1,
+            )
+        attn_mask = self._attention_mask(torch.cat(groups), key_valid)
         for i, block in enumerate(self.blocks):
             modulation = None if cond is None else self.modulation[i](cond)  # (B, Q, 6D)
             x = block(x, attn_mask=attn_mask, modulation=modulation, start=num_plain)
@@ -198,17 +220,15 @@ class Predictor(nn.Module):
         return PredictorOutput(masked=masked, denoised=denoised)
 
     @staticmethod
-    def _attention_mask(
-        groups: torch.Tensor, ctx_valid: torch.Tensor | None, batch: int
-    ) -> torch.Tensor:
-        """(B, 1, L, L) bool: every token sees real context keys; queries also see their group."""
+    def _attention_mask(groups: torch.Tensor, key_valid: torch.Tensor | None) -> torch.Tensor:
+        """Boolean SDPA mask, (1, 1, S, S) or (B, 1, S, S) with padding: every token sees the
+        context keys, queries also see their own group's keys, padded keys none."""
         is_ctx = groups < 0
-        key_ctx = is_ctx.expand(batch, -1)
-        if ctx_valid is not None:
-            key_ctx = key_ctx.clone()
-            key_ctx[:, : ctx_valid.shape[1]] = ctx_valid
         same_group = (groups[:, None] == groups[None, :]) & ~is_ctx[:, None]
-        return (key_ctx[:, None, :] | same_group[None]).unsqueeze(1)
+        allowed = is_ctx[None, :] | same_group  # (S, S)
+        if key_valid is None:
+            return allowed[None, None]
+        return (allowed[None] & key_valid[:, None, :]).unsqueeze(1)
 
     def predict_masked(
         self,

@@ -1,0 +1,76 @@
+"""torch.compile of the training step: one graph per method, compiled once over varied masks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch._dynamo.utils import counters
+
+from djepa_bench.train import step as step_module
+from djepa_bench.train.api import quick_config
+from djepa_bench.train.step import TrainStep
+
+
+def compiled_step(method: str, compile_: bool = True, **overrides) -> TrainStep:
+    cfg = quick_config(
+        method=method,
+        mask__context_batching="fixed",
+        train__compile=compile_,
+        optim__clip_grad=1.0,
+        regularizer__variance=1.0,
+        regularizer__projector_dim=16,
+        **overrides,
+    )
+    return TrainStep(cfg, 32, 3, torch.device("cpu"), total_steps=20, steps_per_epoch=10)
+
+
+@pytest.fixture
+def fresh_dynamo():
+    """Counters from zero, and any recompilation an error."""
+    torch._dynamo.reset()
+    counters.clear()
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        yield
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("method", ["ijepa", "djepa"])
+def test_compiled_step_is_one_graph_compiled_once_over_varied_masks(
+    method, fresh_dynamo, monkeypatch
+):
+    # Dynamo's graph capture and AOT autograd are what is counted; "aot_eager" skips only
+    # the code generation (the inductor test below compiles for real).
+    monkeypatch.setattr(step_module, "COMPILE_BACKEND", "aot_eager")
+    step = compiled_step(method, diffusion__noise_draws=2)
+    images = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    lengths, tokens = set(), set()
+    for i in range(8):
+        masks = step.sample_masks(16, i)
+        lengths.add(int(masks.context_valid.sum(1).max()))
+        tokens.add(int(masks.target_valid[0, 0].sum()))
+        out = step(images, i)
+        assert torch.isfinite(out.parts.loss)
+    assert len(lengths) > 1 and len(tokens) > 1  # the masks' real lengths did vary
+    assert counters["stats"]["unique_graphs"] == 1  # one graph (fullgraph: no breaks) ...
+    assert counters["aot_autograd"]["total"] == 1  # ... compiled once, forward and backward
+    assert not counters["graph_break"]
+
+
+@pytest.mark.slow  # inductor generates and builds C++ for the step: minutes on a busy machine
+def test_inductor_compiled_step_matches_the_eager_step_and_compiles_once(fresh_dynamo):
+    eager, compiled = compiled_step("djepa", compile_=False), compiled_step("djepa")
+    compiled.load_state_dict(eager.state_dict())
+    images = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    for i in range(3):
+        a, b = eager(images, i), compiled(images, i)
+        for part in ("loss", "loss_jepa", "loss_diff", "loss_reg"):
+            torch.testing.assert_close(
+                getattr(b.parts, part), getattr(a.parts, part), atol=1e-4, rtol=1e-4
+            )
+    after_eager, after_compiled = eager.state_dict(), compiled.state_dict()
+    for key, tensor in after_eager["context_encoder"].items():
+        torch.testing.assert_close(
+            after_compiled["context_encoder"][key], tensor, atol=1e-4, rtol=1e-3
+        )
+    assert counters["stats"]["unique_graphs"] == 1
+    assert counters["aot_autograd"]["total"] == 1
