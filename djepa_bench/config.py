@@ -142,6 +142,13 @@ class KnnConfig:
     temperature: float = 0.07
     weighting: str = "dino"  # dino (exp(s/T)) | uniform (majority vote)
     backend: str = "auto"  # auto (FAISS when installed) | faiss | torch
+    # exact: every bank row, streamed block by block; ivf-flat / ivf-pq: FAISS inverted
+    # lists (PQ: compressed codes) for banks beyond memory, recall measured against exact.
+    index: typing.Literal["exact", "ivf-flat", "ivf-pq"] = "exact"
+    nlist: int = 0  # >= 0; inverted lists (0: about sqrt(bank rows))
+    nprobe: int = 16  # >= 1; lists searched per query
+    pq_m: int = 0  # >= 0; PQ bytes per vector (0: width / 8); must divide the width
+    recall_sample: int = 1000  # >= 1; queries whose approximate neighbours are checked
 
 
 @dataclass
@@ -224,6 +231,8 @@ class EvalConfig:
     device: str = "auto"
     cache: bool = True
     cache_dir: str | None = None  # feature cache; default <DJEPA_CACHE_DIR>/features
+    feature_dtype: typing.Literal["float16", "float32"] = "float16"  # how features are stored
+    shard_rows: int = 8192  # >= 1; rows per on-disk feature shard
     knn: KnnConfig = field(default_factory=KnnConfig)
     linear: LinearConfig = field(default_factory=LinearConfig)
     lowshot: LowShotConfig = field(default_factory=LowShotConfig)

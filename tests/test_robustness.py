@@ -129,7 +129,7 @@ def test_eval_robustness_end_to_end(run_cli, tmp_path):
     assert {r["params"]["family"] for r in records if r["metric"] == "top1"} == {
         None, "blur", "digital",
     }  # fmt: skip
-    cached = sorted(p.name for p in cache.rglob("*.npy"))
+    cached = sorted(p.parent.name for p in cache.rglob("manifest.json"))  # entry folders
     assert sum("gaussian_blur-s5" in name for name in cached) == 1
 
     second = run_cli(  # the same settings through the eval command's own flags
@@ -139,7 +139,7 @@ def test_eval_robustness_end_to_end(run_cli, tmp_path):
         "--set", "eval.robustness.classifiers=knn",  # the linear head is covered above
     )  # fmt: skip
     assert second.code == 0, second.err
-    assert sorted(p.name for p in cache.rglob("*.npy")) == cached  # all reused
+    assert sorted(p.parent.name for p in cache.rglob("manifest.json")) == cached  # all reused
     again = _records(tmp_path / "b" / "robustness.jsonl")
     assert _top1(again, "gaussian_blur", 5, "knn") == _top1(records, "gaussian_blur", 5, "knn")
     by_metric = {(r["metric"], r["params"]["classifier"], r["params"].get("corruption")): r
