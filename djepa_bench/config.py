@@ -148,6 +148,7 @@ class KnnConfig:
     nlist: int = 0  # >= 0; inverted lists (0: about sqrt(bank rows))
     nprobe: int = 16  # >= 1; lists searched per query
     pq_m: int = 0  # >= 0; PQ bytes per vector (0: width / 8); must divide the width
+    refine: int = 4  # >= 1; ivf-pq: k x refine candidates re-ranked by exact cosine (1: off)
     recall_sample: int = 1000  # >= 1; queries whose approximate neighbours are checked
 
 

@@ -166,7 +166,10 @@ class KnnClassifier:
 
     `bank` is (N, D) features as a tensor, a numpy array or memmap, or any array-like with
     `.shape` and row slicing (a djepa_bench.shards.ShardedArray); it is read block by block.
-    `index` is "exact" (default) or an approximate FAISS index ("ivf-flat", "ivf-pq").
+    `index` is "exact" (default) or an approximate FAISS index ("ivf-flat", "ivf-pq";
+    `refine` > 1 re-ranks k x refine PQ candidates by exact cosine read from the bank).
+    Banks up to `resident_bytes` (float32) are normalised once and kept in memory; larger
+    ones are read again, `block_rows` at a time (default: 256 MB blocks), at every search.
     """
 
     def __init__(
@@ -183,7 +186,10 @@ class KnnClassifier:
         nlist: int = 0,
         nprobe: int = 16,
         pq_m: int = 0,
+        refine: int = 1,
         seed: int = 0,
+        block_rows: int | None = None,
+        resident_bytes: int = _RESIDENT_BYTES,
     ):
         if weighting not in ("dino", "uniform"):
             raise UserError(f"unknown eval.knn.weighting '{weighting}'; use dino or uniform")
@@ -208,9 +214,9 @@ class KnnClassifier:
         self._bank = bank
         on_device = self.backend == "torch"
         self.labels = torch.as_tensor(bank_labels).long().to(self.device if on_device else "cpu")
-        self.block_rows = max(1, _BLOCK_BYTES // (4 * self.dim))
+        self.block_rows = block_rows or max(1, _BLOCK_BYTES // (4 * self.dim))
         self._resident: list[tuple[int, torch.Tensor]] | None = None
-        if self.size * self.dim * 4 <= _RESIDENT_BYTES:
+        if self.size * self.dim * 4 <= resident_bytes:
             self._resident = list(self._read_blocks())
         self._flat_gpu = None  # a GPU flat index reused for every block (faiss-gpu only)
         if self.backend == "faiss" and index == "exact" and faiss_gpus() > 0:
@@ -218,9 +224,12 @@ class KnnClassifier:
 
             self._flat_gpu = _faiss_on_gpus(faiss.IndexFlatIP(self.dim))
         self._ivf = None
+        self.refine = max(1, int(refine)) if index == "ivf-pq" else 1
         self.params: dict[str, Any] = {}
         if index != "exact":
             self._ivf = self._build_ivf(index, nlist, nprobe, pq_m, seed)
+            if index == "ivf-pq":
+                self.params["refine"] = self.refine
 
     @classmethod
     def from_config(
@@ -235,6 +244,7 @@ class KnnClassifier:
         return cls(
             bank, bank_labels, num_classes, cfg.temperature, cfg.weighting, cfg.backend,
             device, index=cfg.index, nlist=cfg.nlist, nprobe=cfg.nprobe, pq_m=cfg.pq_m,
+            refine=cfg.refine,
         )  # fmt: skip
 
     # --- the bank, block by block -------------------------------------------------------
@@ -295,10 +305,28 @@ class KnnClassifier:
         if self._ivf is None:
             return self.exact_search(queries, k)
         k = self.k_used(k)
-        q = l2_normalise(_float_rows(queries)).numpy()
-        sims, idx = self._ivf.search(q, k)
+        q = l2_normalise(_float_rows(queries))
+        sims, idx = self._ivf.search(q.numpy(), min(self.size, k * self.refine))
         sims, idx = torch.from_numpy(sims), torch.from_numpy(idx).long()
+        if self.refine > 1:
+            return self._rerank(q, idx, k)
         return sims.masked_fill(idx < 0, -math.inf), idx
+
+    def _rerank(self, q: torch.Tensor, candidates: torch.Tensor, k: int):
+        """Exact cosines of the approximate candidates, read from the bank; the top k."""
+        per = candidates.shape[1]
+        rows = max(1, _BLOCK_BYTES // (4 * self.dim * per))
+        sims, idx = [], []
+        for lo in range(0, q.shape[0], rows):
+            cand = candidates[lo : lo + rows]
+            vectors = _float_rows(self._bank[cand.clamp_min(0).reshape(-1).numpy()])
+            vectors = l2_normalise(vectors).view(cand.shape[0], per, self.dim)
+            s = torch.einsum("md,mkd->mk", q[lo : lo + rows], vectors)
+            s = s.masked_fill(cand < 0, -math.inf)
+            top, where = s.topk(k, dim=1)
+            sims.append(top)
+            idx.append(cand.gather(1, where).masked_fill(~torch.isfinite(top), -1))
+        return torch.cat(sims), torch.cat(idx)
 
     # --- classification -------------------------------------------------------------------
 

@@ -125,11 +125,9 @@ def test_streamed_search_over_shards_equals_the_in_memory_search(tmp_path, backe
             with writer.shard(span) as put:
                 put(x[span.start : span.stop])
     resident = KnnClassifier(torch.from_numpy(x), torch.from_numpy(y), classes, backend=backend)
-    monkeypatch.setattr(knn_module, "_RESIDENT_BYTES", 0)
-    monkeypatch.setattr(knn_module, "_BLOCK_BYTES", 4 * 32 * 450)  # 450-row blocks
     monkeypatch.setattr(knn_module, "_RESULT_BYTES", 12 * 20 * 100)  # 100-query search calls
     streamed = KnnClassifier(open_entry(tmp_path / "bank"), torch.from_numpy(y), classes,
-                             backend=backend)  # fmt: skip
+                             backend=backend, block_rows=450, resident_bytes=0)  # fmt: skip
     assert streamed._resident is None and streamed.block_rows == 450
     s1, i1 = resident.search(torch.from_numpy(q), 20)
     s2, i2 = streamed.search(q, 20)
@@ -151,13 +149,21 @@ def test_ivf_indexes_measure_their_recall_against_exact_search():
     full = KnnClassifier(bank, labels, classes, index="ivf-flat", nlist=8, nprobe=8)
     assert full.recall(q, [10, 20], sample=200) == {10: 1.0, 20: 1.0}
     assert torch.equal(full.search(q, 20)[1], exact.search(q, 20)[1])
-    pq = KnnClassifier(bank, labels, classes, index="ivf-pq", nlist=16, nprobe=2, pq_m=8)
-    assert pq.params == {"index": "ivf-pq", "nlist": 16, "nprobe": 2, "pq_m": 8}
+    pq = KnnClassifier(bank, labels, classes, index="ivf-pq", nlist=16, nprobe=2, pq_m=4)
+    assert pq.params == {"index": "ivf-pq", "nlist": 16, "nprobe": 2, "pq_m": 4, "refine": 1}
     recall = pq.recall(q, [20], sample=200)[20]
     assert 0.05 < recall < 1.0  # approximate, and measured as such
+    refined = KnnClassifier(
+        bank, labels, classes, index="ivf-pq", nlist=16, nprobe=2, pq_m=4, refine=4
+    )
+    assert refined.recall(q, [20], sample=200)[20] > recall
+    sims, idx = refined.search(q[:50], 20)  # re-ranked: exact cosines of the found rows
+    unit = torch.nn.functional.normalize
+    expected = (unit(torch.from_numpy(q[:50]), dim=1).unsqueeze(1) * unit(bank, dim=1)[idx]).sum(2)
+    torch.testing.assert_close(sims, expected)
     ks = [20]
-    gap = exact.accuracy(q, yq, ks, (1,))[20][1] - pq.accuracy(q, yq, ks, (1,))[20][1]
-    assert abs(gap) < 10  # on well-separated clusters the approximation costs little
+    gap = exact.accuracy(q, yq, ks, (1,))[20][1] - refined.accuracy(q, yq, ks, (1,))[20][1]
+    assert abs(gap) < 5  # on well-separated clusters the approximation costs little
 
 
 def test_monitor_accuracy_follows_the_knn_settings():
