@@ -10,7 +10,7 @@ An entry is a folder:
 
     manifest.json        format, count, row_shape, dtype, shard_rows, the images it holds
                          (dataset, split, fingerprint, labels sha256) and per shard: file,
-                         start, stop, sha256, the rank that wrote it
+                         start, stop, bytes, sha256, the rank that wrote it
     shard-00000.npy ...  rows [i * shard_rows, (i + 1) * shard_rows) of the split, in order
 
 Shard boundaries depend only on (count, shard_rows), never on the number of ranks, and

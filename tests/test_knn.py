@@ -178,3 +178,43 @@ def test_monitor_accuracy_follows_the_knn_settings():
     assert uniform == pytest.approx(100.0 * np.mean(sk.predict(q) == yq))
     dino = knn_accuracy(*args, k=15)
     assert dino == pytest.approx(100.0 * np.mean(numpy_reference(x, y, q, 15, classes) == yq))
+
+
+def _knn_records(tmp_path, *overrides):
+    from djepa_bench.encoders import load_subject
+    from djepa_bench.eval_protocols.base import build_context
+    from djepa_bench.eval_protocols.knn import run
+
+    subject = load_subject(
+        model="pixels",
+        overrides=["data.dataset=digits", f"eval.cache_dir={tmp_path}", *overrides],
+    )
+    ctx = build_context(subject)
+    return ctx, run(ctx)
+
+
+def test_protocol_records_the_k_used_and_what_was_asked(tmp_path):
+    ctx, records = _knn_records(tmp_path, "eval.knn.k=[3,20,5000,9000]")
+    bank = len(ctx.splits["train"])
+    assert bank < 5000
+    by_k = {(r["params"]["k"], r["metric"]): r for r in records}
+    assert sorted({k for k, _ in by_k}) == [3, 20, bank]  # one record set per k used
+    capped = by_k[(bank, "top1")]["params"]
+    assert capped["k_requested"] == "5000,9000"
+    assert "k_requested" not in by_k[(20, "top1")]["params"]
+    assert "index" not in capped  # exact search: no approximate-index fields
+    # top-5 at k=3 counts 3 classes: it equals top-3, not more.
+    top3 = ctx.knn_classifier().accuracy(ctx.features.array("test"), ctx.features.labels("test"),
+                                         [3], topk=(3,))[3][3]  # fmt: skip
+    assert by_k[(3, "top5")]["value"] == pytest.approx(top3)
+
+
+@pytest.mark.skipif(not faiss_available(), reason="approximate indexes are FAISS's")
+def test_protocol_records_the_approximate_index_and_its_recall(tmp_path):
+    _, records = _knn_records(
+        tmp_path, "eval.knn.k=[10]", "eval.knn.index=ivf-flat", "eval.knn.nlist=4",
+        "eval.knn.nprobe=4", "eval.knn.recall_sample=100",
+    )  # fmt: skip
+    params = records[0]["params"]
+    assert params["index"] == "ivf-flat" and params["nlist"] == 4 and params["nprobe"] == 4
+    assert params["recall"] == 1.0 and params["recall_sample"] == 100  # all lists probed
