@@ -184,6 +184,14 @@ class KnnConfig:
     temperature: PositiveFloat = 0.07
     weighting: Literal["dino", "uniform"] = "dino"  # dino: exp(s/T); uniform: majority vote
     backend: Literal["auto", "faiss", "torch"] = "auto"  # auto: FAISS when installed
+    # exact: every bank row, streamed block by block; ivf-flat / ivf-pq: FAISS inverted
+    # lists (PQ: compressed codes) for banks beyond memory, recall measured against exact.
+    index: Literal["exact", "ivf-flat", "ivf-pq"] = "exact"
+    nlist: NonNegativeInt = 0  # inverted lists (0: about sqrt(bank rows))
+    nprobe: PositiveInt = 16  # lists searched per query
+    pq_m: NonNegativeInt = 0  # PQ bytes per vector (0: width / 8); must divide the width
+    refine: PositiveInt = 4  # ivf-pq: k x refine candidates re-ranked by exact cosine (1: off)
+    recall_sample: PositiveInt = 1000  # queries whose approximate neighbours are checked
 
 
 @dataclass
@@ -286,6 +294,8 @@ class EvalConfig:
     device: DeviceName = "auto"
     cache: bool = True
     cache_dir: str | None = None  # feature cache; default <DJEPA_CACHE_DIR>/features
+    feature_dtype: Literal["float16", "float32"] = "float16"  # how features are stored
+    shard_rows: PositiveInt = 8192  # rows per on-disk feature shard
     knn: KnnConfig = field(default_factory=KnnConfig)
     linear: LinearConfig = field(default_factory=LinearConfig)
     lowshot: LowShotConfig = field(default_factory=LowShotConfig)

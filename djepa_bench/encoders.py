@@ -62,6 +62,7 @@ class Encoder:
     module: nn.Module | None
     image_size: int | None  # input side the encoder expects; None: the dataset's own
     in_chans: int | None
+    tokens: Callable[[torch.Tensor], torch.Tensor] | None = None  # images -> (B, T, D)
 
     def cache_id(self) -> str:
         """The encoder part of a feature-cache key."""
@@ -264,7 +265,7 @@ def _vit_encoder(subject, module, which, pool) -> Encoder:
     return Encoder(
         subject.identity.checkpoint_sha256, which, pool,
         _pooled(module, module.intermediate_tokens, pool), module, module.img_size,
-        module.in_chans,
+        module.in_chans, tokens=module,
     )  # fmt: skip
 
 
@@ -356,9 +357,10 @@ def _timm_encoder(subject, image_size, in_chans, which, pool) -> Encoder:
     layers = _timm_layers(model) if pool == "last4" else None
     if pool == "last4" and layers is None:
         raise UserError(f"--pool last4 needs a ViT; timm model {name} has no intermediate layers")
+    tokens = _timm_tokens(model)
     return Encoder(
         subject.identity.checkpoint_sha256, "-", pool,
-        _pooled(_timm_tokens(model), layers, pool), model, image_size, in_chans,
+        _pooled(tokens, layers, pool), model, image_size, in_chans, tokens=tokens,
     )  # fmt: skip
 
 
@@ -413,8 +415,9 @@ def _ijepa_official_encoder(subject, image_size, in_chans, which, pool) -> Encod
     explicit = subject.config.model.num_heads
     model = ijepa_official_vit(state, num_heads=explicit)
     layers = _timm_layers(model) if pool == "last4" else None
+    tokens = _timm_tokens(model)
     return Encoder(
         subject.identity.checkpoint_sha256, which, pool,
-        _pooled(_timm_tokens(model), layers, pool), model, model.patch_embed.img_size[0],
-        model.patch_embed.proj.in_channels,
+        _pooled(tokens, layers, pool), model, model.patch_embed.img_size[0],
+        model.patch_embed.proj.in_channels, tokens=tokens,
     )  # fmt: skip

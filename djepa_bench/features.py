@@ -1,20 +1,24 @@
-"""Frozen-feature extraction: batched, inference mode, bf16 autocast on GPU, optional sharding.
+"""Frozen-feature extraction: batched, inference mode, bf16 autocast on GPU.
 
-`extract_features` is the one entry point (CONTRACT.md); `iter_features` yields the same
-features batch by batch so callers (the on-disk feature cache) can write them as they come
-and keep memory bounded. With `distributed=True` inside a torchrun launch, each rank
-encodes a contiguous shard and the shards are gathered so every rank gets all features.
+`extract_features` returns a small split's features in memory (the training monitor);
+`iter_features` yields them batch by batch; `extract_to_shards` writes the shards a
+`djepa_bench.shards.EntryWriter` assigns to this rank, encoding each shard in batches of
+its own, so the files do not depend on the number of ranks. Ranks never gather features:
+under torchrun each writes its own shards to disk (see djepa_bench.shards).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
+from typing import TYPE_CHECKING
 
 import torch
-import torch.distributed as dist
 
 from djepa_bench.data import ImageSplit, iterate_batches
+
+if TYPE_CHECKING:
+    from djepa_bench.shards import EntryWriter
 
 EncodeFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -44,11 +48,13 @@ def iter_features(
     image_size: int | None = None,
     progress: bool = False,
     batch_transform: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
+    feature_ndim: int = 2,
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """Yield (start index, float32 CPU features (B, D)) for consecutive batches of `split`.
 
     `batch_transform(images, start)` may alter each normalised batch before encoding (e.g. a
-    corruption seeded by the batch's position); it runs on `device`.
+    corruption seeded by the batch's position); it runs on `device`. `feature_ndim=3`
+    accepts token features (B, T, D).
     """
     device = torch.device(device)
     bar = _progress(len(split), f"features {split.name}/{split.split}", progress)
@@ -63,8 +69,9 @@ def iter_features(
                 with _autocast(device):
                     feats = encode_fn(images)
                 feats = feats.float().cpu()
-                if feats.ndim != 2 or feats.shape[0] != images.shape[0]:
-                    raise ValueError(f"encode_fn must return (B, D), got {tuple(feats.shape)}")
+                if feats.ndim != feature_ndim or feats.shape[0] != images.shape[0]:
+                    want = "(B, D)" if feature_ndim == 2 else f"{feature_ndim} dims, B first"
+                    raise ValueError(f"encode_fn must return {want}, got {tuple(feats.shape)}")
                 yield start, feats
                 start += feats.shape[0]
                 if bar is not None:
@@ -72,12 +79,6 @@ def iter_features(
     finally:
         if bar is not None:
             bar[0].stop()
-
-
-def _shard_bounds(n: int, rank: int, world: int) -> tuple[int, int, int]:
-    per = -(-n // world)
-    lo = min(n, rank * per)
-    return lo, min(n, lo + per), per
 
 
 def extract_features(
@@ -88,19 +89,13 @@ def extract_features(
     image_size: int | None = None,
     progress: bool = False,
     *,
-    distributed: bool = False,
     batch_transform: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Features (N, D) float32 on CPU of every image of `split`, in order.
+    """Features (N, D) float32 on CPU of every image of `split`, in order, in memory.
 
-    `encode_fn` maps normalised images (B, C, H, W) to (B, D). With `distributed=True` and
-    an initialised process group of size > 1, every rank must call this; each encodes its
-    shard and all ranks return the full gathered tensor.
+    `encode_fn` maps normalised images (B, C, H, W) to (B, D). For splits too large to hold,
+    use `extract_to_shards` (the feature cache does).
     """
-    if distributed and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        return _extract_distributed(
-            encode_fn, split, batch_size, device, image_size, progress, batch_transform
-        )
     chunks = [
         f
         for _, f in iter_features(
@@ -112,37 +107,48 @@ def extract_features(
     return torch.cat(chunks)
 
 
-def _extract_distributed(encode_fn, split, batch_size, device, image_size, progress, transform):
-    rank, world = dist.get_rank(), dist.get_world_size()
-    lo, hi, per = _shard_bounds(len(split), rank, world)
-    shard = split.subset(torch.arange(lo, hi))
-    offset_transform = None
-    if transform is not None:
+def _offset(
+    transform: Callable[[torch.Tensor, int], torch.Tensor] | None, offset: int
+) -> Callable[[torch.Tensor, int], torch.Tensor] | None:
+    if transform is None or offset == 0:
+        return transform
+    return lambda images, start: transform(images, start + offset)
 
-        def offset_transform(images: torch.Tensor, start: int) -> torch.Tensor:
-            return transform(images, start + lo)
 
-    chunks = [
-        f
-        for _, f in iter_features(
-            encode_fn, shard, batch_size, device, image_size, progress and rank == 0,
-            offset_transform,
-        )
-    ]  # fmt: skip
-    local = torch.cat(chunks) if chunks else None
-    # Ranks agree on the width first (an empty last shard has no features of its own).
-    width = torch.tensor([local.shape[1] if local is not None else 0])
-    comm_device = torch.device(device) if dist.get_backend() == "nccl" else torch.device("cpu")
-    width = width.to(comm_device)
-    dist.all_reduce(width, op=dist.ReduceOp.MAX)
-    dim = int(width.item())
-    padded = torch.zeros(per, dim, device=comm_device)
-    if local is not None:
-        padded[: local.shape[0]] = local.to(comm_device)
-    gathered = [torch.empty_like(padded) for _ in range(world)]
-    dist.all_gather(gathered, padded)
-    out = []
-    for r, part in enumerate(gathered):
-        r_lo, r_hi, _ = _shard_bounds(len(split), r, world)
-        out.append(part[: r_hi - r_lo].cpu())
-    return torch.cat(out)
+def extract_to_shards(
+    encode_fn: EncodeFn,
+    split: ImageSplit,
+    writer: EntryWriter,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    image_size: int | None = None,
+    progress: bool = False,
+    *,
+    batch_transform: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
+    feature_ndim: int = 2,
+) -> None:
+    """Encode and write the shards `writer` assigns to this rank (call inside `with writer`).
+
+    Each shard is its own run of batches starting at the shard's first image, so a batch
+    never spans two shards and the bytes written do not depend on how many ranks share
+    the work. `batch_transform` receives positions in the whole split.
+    """
+    total = sum(span.rows for span in writer.my_shards)
+    bar = _progress(total, f"features {split.name}/{split.split}", progress)
+    try:
+        for span in writer.my_shards:
+            part = split
+            if (span.start, span.stop) != (0, len(split)):
+                part = split.subset(torch.arange(span.start, span.stop))
+            batches = iter_features(
+                encode_fn, part, batch_size, device, image_size, False,
+                _offset(batch_transform, span.start), feature_ndim,
+            )  # fmt: skip
+            with writer.shard(span) as put:
+                for _, feats in batches:
+                    put(feats)
+                    if bar is not None:
+                        bar[0].update(bar[1], advance=feats.shape[0])
+    finally:
+        if bar is not None:
+            bar[0].stop()

@@ -16,7 +16,10 @@ What the context gives a protocol:
 - `identity` (RunIdentity), `config` (the resolved Config: read your own section, e.g.
   `ctx.config.eval.knn`), `device`, `dataset`, `splits` {"train", "test"} (ImageSplit),
   `num_classes`, `log(msg)`.
-- `features` (FeatureSource): `get(split)` clean features; `get(split, transform=NAME,
+- `features` (FeatureSource): `get(split)` clean features as a float32 tensor (for sets
+  that fit); `array(split)` the same features as a read-only 2-D array over the on-disk
+  shards (`.shape`, `x[a:b]` -> numpy; for streaming at any size; djepa_bench.shards);
+  `tokens(split)` patch tokens (N, T, D) likewise; `get(split, transform=NAME,
   batch_transform=fn)` features of transformed images, fn(images, start_index) -> images on
   the device, deterministic; NAME is part of the cache key. `labels(split)`.
 - `encoder` (djepa_bench.encoders.Encoder): `.encode(images) -> (B, D)`, `.module` (the frozen
@@ -27,7 +30,7 @@ What the context gives a protocol:
   `linear_probe()` -> LinearProbe fitted on clean train features with config.eval.linear
   (`.logits/.predict/.accuracy/.score` on raw features, `.hparams`);
   `knn_classifier()` -> KnnClassifier over the clean train features with config.eval.knn
-  (`.scores(queries, ks)`, `.accuracy(queries, labels, ks)`).
+  (`.scores(queries, ks)`, `.accuracy(queries, labels, ks)`, `.k_used(k)`, `.params`).
 - `record(protocol, metric, value, params, split="test", time_s=0.0)` -> a DESIGN section-3
   record with the run identity and dataset filled in.
 
@@ -109,7 +112,7 @@ class EvalContext:
         """The linear head on clean train features (config.eval.linear), fitted once per eval."""
         if "linear_probe" not in self.shared:
             self.shared["linear_probe"] = fit_linear_probe(
-                self.features.get("train"),
+                self.features.array("train"),  # streamed from the shards, never all in memory
                 self.features.labels("train"),
                 self.config.eval.linear,
                 num_classes=self.num_classes,
@@ -119,16 +122,14 @@ class EvalContext:
         return self.shared["linear_probe"]
 
     def knn_classifier(self) -> KnnClassifier:
-        """A kNN classifier whose bank is the clean train features (config.eval.knn)."""
+        """A kNN classifier whose bank is the clean train features (config.eval.knn),
+        streamed from the on-disk shards."""
         if "knn_classifier" not in self.shared:
-            cfg = self.config.eval.knn
-            self.shared["knn_classifier"] = KnnClassifier(
-                self.features.get("train"),
+            self.shared["knn_classifier"] = KnnClassifier.from_config(
+                self.features.array("train"),
                 self.features.labels("train"),
-                num_classes=self.num_classes,
-                temperature=cfg.temperature,
-                weighting=cfg.weighting,
-                backend=cfg.backend,
+                self.num_classes,
+                self.config.eval.knn,
                 device=self.device,
             )
         return self.shared["knn_classifier"]
@@ -168,7 +169,8 @@ def build_context(
     features = FeatureSource(
         encoder, splits, cache_dir=cfg.eval.cache_dir, use_cache=cfg.eval.cache,
         batch_size=cfg.eval.batch_size, device=device, distributed=distributed,
-        progress=progress, log=log,
+        progress=progress, log=log, feature_dtype=cfg.eval.feature_dtype,
+        shard_rows=cfg.eval.shard_rows,
     )  # fmt: skip
     return EvalContext(
         identity=subject.identity, config=cfg, device=device, dataset=dataset,

@@ -194,11 +194,7 @@ def _scorers(ctx: EvalContext, classifiers: list[str], k: int) -> dict[str, Scor
 
 def _feature_source(ctx: EvalContext, split: ImageSplit) -> FeatureSource:
     """A feature source over `split` sharing the context's encoder, cache and batching."""
-    base = ctx.features
-    return FeatureSource(
-        base.encoder, {"test": split}, cache_dir=base.cache_dir, use_cache=base.use_cache,
-        batch_size=base.batch_size, device=base.device, progress=False,
-    )  # fmt: skip
+    return ctx.features.with_splits({"test": split}, progress=False, distributed=False)
 
 
 def corrupting_transform(

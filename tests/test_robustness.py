@@ -161,7 +161,7 @@ def test_eval_robustness_end_to_end(run_cli, tmp_path):
     families = {r["params"]["corruption"]: r["params"]["family"] for r in top1}
     assert families == {"clean": None, "gaussian_blur": "extra", "contrast": "digital"}
     assert not any("substitute" in r["params"] for r in records)
-    cached = sorted(p.name for p in cache.rglob("*.npy"))
+    cached = sorted(p.parent.name for p in cache.rglob("manifest.json"))  # entry folders
     assert sum("gaussian_blur-s5" in name for name in cached) == 1
 
     second = run_cli(  # the same settings through the eval command's own flags
@@ -171,7 +171,7 @@ def test_eval_robustness_end_to_end(run_cli, tmp_path):
         "--set", "eval.robustness.classifiers=knn",  # the linear head is covered above
     )  # fmt: skip
     assert second.code == 0, second.err
-    assert sorted(p.name for p in cache.rglob("*.npy")) == cached  # all reused
+    assert sorted(p.parent.name for p in cache.rglob("manifest.json")) == cached  # all reused
     again = _records(tmp_path / "b" / "robustness.jsonl")
     assert _top1(again, "gaussian_blur", 5, "knn") == _top1(records, "gaussian_blur", 5, "knn")
     by_metric = {(r["metric"], r["params"]["classifier"], r["params"].get("corruption")): r

@@ -237,7 +237,12 @@ class Trainer:
         self.monitor = None
         if test_split is not None:
             self.monitor = Monitor(
-                train_split, test_split, cfg.train.monitor_size, self.image_size, self.device
+                train_split,
+                test_split,
+                cfg.train.monitor_size,
+                self.image_size,
+                self.device,
+                knn=cfg.eval.knn,
             )
 
     def _restore(self, ckpt: dict[str, Any]) -> None:

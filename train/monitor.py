@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import torch
 
+from djepa_bench.config import KnnConfig
 from djepa_bench.data import ImageSplit
 from djepa_bench.features import extract_features
 from djepa_bench.knn import knn_accuracy
@@ -33,7 +34,10 @@ def seeded_subset(split: ImageSplit, size: int, seed: int) -> ImageSplit:
 
 
 class Monitor:
-    """kNN@20 on a small held-out set (bank: train subset; queries: test subset) + spectra."""
+    """kNN@20 on a small held-out set (bank: train subset; queries: test subset) + spectra.
+
+    The kNN uses `knn`'s (the run's eval.knn) temperature, weighting and backend.
+    """
 
     def __init__(
         self,
@@ -43,12 +47,14 @@ class Monitor:
         image_size: int,
         device: torch.device,
         batch_size: int = 256,
+        knn: KnnConfig | None = None,
     ):
         self.bank = seeded_subset(train_split, size, seed=1)
         self.queries = seeded_subset(test_split, size, seed=2)
         self.image_size = image_size
         self.device = device
         self.batch_size = batch_size
+        self.knn = knn or KnnConfig()
 
     def __call__(self, encoder: torch.nn.Module) -> dict[str, float]:
         was_training = encoder.training
@@ -60,7 +66,9 @@ class Monitor:
         encoder.train(was_training)
         spread = feature_std(queries)
         return {
-            "knn_top1": knn_accuracy(bank, self.bank.labels, queries, self.queries.labels, k=20),
+            "knn_top1": knn_accuracy(
+                bank, self.bank.labels, queries, self.queries.labels, 20, self.knn, self.device
+            ),
             "rankme": rankme(queries),
             "feature_std_mean": spread["mean"],
             "feature_std_min": spread["min"],

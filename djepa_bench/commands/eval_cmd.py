@@ -226,9 +226,10 @@ def eval_command(
         f"device={dev}"
     )
     if distributed:
-        # Every rank shares the clean extraction; then rank 0 alone runs the protocols.
-        features.get("train")
-        features.get("test")
+        # Every rank writes its own shards of the clean features (nothing is gathered in
+        # memory); then rank 0 alone runs the protocols, reading the shards from disk.
+        features.array("train")
+        features.array("test")
         features.distributed = False
         if not rank0:
             return
