@@ -8,7 +8,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -215,6 +215,42 @@ class RepresentationConfig:
 
 
 @dataclass
+class AttentiveConfig:
+    """Attentive probe (V-JEPA): a learned query cross-attends to frozen patch tokens, then a
+    linear head; a grid of (lr, wd) probes is trained on cached tokens and chosen on a
+    stratified validation split carved from train."""
+
+    lrs: list[float] = field(default_factory=lambda: [1e-3, 3e-3])  # each > 0
+    weight_decays: list[float] = field(default_factory=lambda: [1e-3, 1e-2])  # each >= 0
+    epochs: int = 20  # >= 1
+    batch_size: int = 256  # >= 1; capped so every epoch has at least 10 steps
+    warmup_epochs: float = 0.0  # >= 0; linear warm-up, then cosine decay to 0
+    num_heads: int = 0  # >= 0; 0: the encoder's own number of heads
+    depth: int = 1  # >= 1; the cross-attention block plus depth-1 self-attention blocks
+    val_fraction: float = 0.1  # (0, 1)
+    refit: bool = False  # retrain the selected (lr, wd) on all of train before testing
+    seed: int = 0
+
+
+@dataclass
+class FinetuneConfig:
+    """End-to-end fine-tuning: encoder plus a linear head, short schedule, AdamW with
+    layer-wise lr decay (MAE / BEiT recipe), label smoothing; test top-1/top-5 at the end."""
+
+    epochs: int = 10  # >= 1
+    batch_size: int = 128  # >= 1
+    lr: float = 1e-3  # > 0; peak lr of the head and last block (not rescaled by batch size)
+    layer_decay: float = 0.75  # (0, 1]; layer i from the top trains at lr * layer_decay**i
+    weight_decay: float = 0.05  # >= 0; not on biases, norms, tokens and positions
+    warmup_epochs: float = 1.0  # >= 0; linear warm-up, then cosine decay to 0
+    label_smoothing: float = 0.1  # [0, 1)
+    augment: Literal["crop_flip", "none"] = "crop_flip"  # random resized crop + flip, or none
+    max_train_images: int = 0  # >= 0; a stratified subset of train (0: all of it)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA
+    seed: int = 0
+
+
+@dataclass
 class EvalConfig:
     """Settings shared by all protocols, and each protocol's own section."""
 
@@ -230,6 +266,8 @@ class EvalConfig:
     robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
     denoising: DenoisingConfig = field(default_factory=DenoisingConfig)
     representation: RepresentationConfig = field(default_factory=RepresentationConfig)
+    attentive: AttentiveConfig = field(default_factory=AttentiveConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
 
 @dataclass
