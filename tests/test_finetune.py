@@ -48,8 +48,13 @@ def test_fine_tuning_trains_a_copy_end_to_end_on_digits(tmp_path, monkeypatch):
 
     subject = load_subject(
         model="random:nano",
-        overrides=TINY + [f"eval.cache_dir={tmp_path}", "eval.finetune.epochs=5",
-                          "eval.finetune.batch_size=32", "eval.finetune.lr=0.01"],  # fmt: skip
+        overrides=TINY
+        + [
+            f"eval.cache_dir={tmp_path}",
+            "eval.finetune.epochs=5",
+            "eval.finetune.batch_size=32",
+            "eval.finetune.lr=0.01",
+        ],  # fmt: skip
     )
     logs: list[str] = []
     ctx = build_context(subject, log=logs.append)

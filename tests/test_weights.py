@@ -13,6 +13,7 @@ import torch
 from djepa_bench.data import iterate_batches, load_dataset
 from djepa_bench.encoders import load_subject, make_encoder
 from djepa_bench.errors import UserError
+from djepa_bench.records import read_records
 
 NAME = "vit_tiny_patch16_224"
 
@@ -155,3 +156,21 @@ def test_weights_in_the_spec_and_option_conflicts(vit224, run_cli, tmp_path):
     res = run_cli("eval", "--model", f"timm:{NAME}", "--model", "timm:resnet18", "--weights",
                   path, "--out", tmp_path)  # fmt: skip
     assert res.code == 2 and "weights=FILE" in res.err
+
+
+@pytest.mark.realdata
+def test_cifar10_at_32px_from_a_224px_state_dict(offline, cifar10_root, run_cli, tmp_path):
+    # Two blocks keep the 60k images cheap; the file is still a 224-px timm state dict.
+    torch.manual_seed(0)
+    path = tmp_path / "vit_tiny_224_depth2.pth"
+    torch.save(timm.create_model(NAME, depth=2, num_classes=1000).state_dict(), path)
+    out = tmp_path / "out"
+    res = run_cli(
+        "eval", "--model", f"timm:{NAME},depth=2", "--weights", path, "--dataset", "cifar10",
+        "--data-root", cifar10_root, "--out", out, "--set", "eval.knn.k=[20]",
+        "--set", f"eval.cache_dir={tmp_path / 'cache'}",
+    )  # fmt: skip
+    assert res.code == 0, res.err
+    assert "model's own normalisation" in res.err and "50000 train / 10000 test" in res.err
+    top1 = next(r for r in read_records(out / "knn.jsonl") if r["metric"] == "top1")
+    assert top1["dataset"] == "cifar10" and top1["value"] > 15  # chance: 10
