@@ -51,6 +51,7 @@ def split_tokens(
         if tokens.shape[0] == len(split):
             log(f"tokens {split.name}/{split.split}: reused cache {path}")
             return tokens
+    log(f"tokens {split.name}/{split.split}: extracting {len(split)} images")
     out, tmp = None, None
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -226,9 +226,17 @@ def run(ctx: EvalContext) -> list[dict]:
     val_top1 = (val_logits.argmax(-1) == labels[val]).float().mean(1) * 100
     best = int(torch.argmax(val_top1))  # first of equals: the smaller lr / wd
     lr, wd = grid[best]
+    edge = [
+        f"the grid's {side} {name}"
+        for name, values, chosen in (("lr", cfg.lrs, lr), ("wd", cfg.weight_decays, wd))
+        if len(set(values)) > 2
+        for side, bound in (("smallest", min(values)), ("largest", max(values)))
+        if chosen == bound
+    ]
+    note = f"; {' and '.join(edge)}: consider widening the grid" if edge else ""
     ctx.log(
         f"attentive: {len(grid)} probes, selected lr={lr:g} wd={wd:g} "
-        f"(val top-1 {val_top1[best]:.2f})"
+        f"(val top-1 {val_top1[best]:.2f}){note}"
     )
     probe = probes[best]
     if cfg.refit:
