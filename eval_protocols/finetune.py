@@ -170,9 +170,12 @@ def run(ctx: EvalContext) -> list[dict]:
     logits = _test_logits(model, ctx.splits["test"], cfg, ctx.device, ctx.encoder.image_size)
     accuracy = topk_accuracy(logits, ctx.splits["test"].labels, (1, 5))
     elapsed = time.perf_counter() - start
+    # base_lr / weight_decay, not lr / wd: those name what a probe *selected* (reports treat
+    # them as outcomes), while here they are settings that make a different measurement.
     params = {
-        "epochs": cfg.epochs, "lr": cfg.lr, "layer_decay": cfg.layer_decay,
-        "wd": cfg.weight_decay, "batch_size": cfg.batch_size, "warmup_epochs": cfg.warmup_epochs,
+        "epochs": cfg.epochs, "base_lr": cfg.lr, "layer_decay": cfg.layer_decay,
+        "weight_decay": cfg.weight_decay, "batch_size": cfg.batch_size,
+        "warmup_epochs": cfg.warmup_epochs,
         "label_smoothing": cfg.label_smoothing, "augment": cfg.augment,
         "train_images": figures["train_images"],
     }  # fmt: skip

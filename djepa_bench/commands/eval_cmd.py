@@ -24,7 +24,7 @@ from djepa_bench.errors import UserError
 
 DISPLAY_KEYS = (
     "shots", "percent", "classifier", "k", "corruption", "severity", "noise_t", "estimator",
-    "steps", "lr", "wd",
+    "steps", "lr", "wd", "base_lr", "layer_decay",
 )  # fmt: skip
 
 
