@@ -36,7 +36,15 @@ from djepa_bench.linear_probe import stratified_split, topk_accuracy
 
 
 class CrossAttention(nn.Module):
-    """Multi-head attention of queries (B, n, D) over tokens (B, N, D)."""
+    """Multi-head attention of a few queries (B, n, D) over many tokens (B, N, D).
+
+    The same function and parameters (q, kv, proj) as V-JEPA's CrossAttention, computed in
+    an order that never projects the tokens: a query's scores are q_h . (W_k,h x + b) =
+    (W_k,h^T q_h) . x + const, and its output sum_i a_i (W_v,h x_i + b) = W_v,h (sum_i a_i x_i)
+    + b because the weights sum to one. That costs O(n H N D) per image instead of
+    O(N D^2): with one query, tens of times less, which makes the probe cheap on a CPU.
+    `reference_forward` is the direct computation (the tests check they agree).
+    """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True):
         super().__init__()
@@ -46,6 +54,29 @@ class CrossAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, q: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Attend from q (B or 1, n, D) to x (B, N, D); a q shared by the batch (1, n, D) is
+        the cheap case: its scores are one matrix product over all tokens."""
+        b, tokens, d = x.shape
+        n, heads, width = q.shape[1], self.num_heads, d // self.num_heads
+        w_k, w_v = self.kv.weight.view(2, heads, width, d)
+        q = self.q(q).view(q.shape[0], n, heads, width)
+        # Each query mapped into token space; scores are then dot products with the tokens
+        # (the key bias adds the same amount to every token's score: softmax ignores it).
+        keys = torch.einsum("qnhc,hcd->qhnd", q, w_k).flatten(1, 2) * width**-0.5
+        if keys.shape[0] == 1:
+            scores = (x.reshape(b * tokens, d) @ keys[0].T).view(b, tokens, heads * n)
+        else:
+            scores = torch.bmm(x, keys.transpose(1, 2))
+        attn = scores.softmax(dim=1)  # over the tokens
+        pooled = torch.bmm(attn.transpose(1, 2), x).view(b, heads, n, d)
+        out = torch.einsum("bhnd,hcd->bnhc", pooled, w_v).reshape(b, n, d)
+        if self.kv.bias is not None:
+            out = out + self.kv.bias[d:]
+        return self.proj(out)
+
+    def reference_forward(self, q: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """V-JEPA's computation: project every token to keys and values, then attend."""
+        q = q.expand(x.shape[0], -1, -1)
         b, n, d = q.shape
         heads = self.num_heads
         q = self.q(q).reshape(b, n, heads, d // heads).transpose(1, 2)
@@ -65,7 +96,7 @@ class CrossAttentionBlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def forward(self, q: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        q = q + self.xattn(q, self.norm1(x))
+        q = q + self.xattn(q, self.norm1(x))  # a shared (1, n, D) query broadcasts to (B, n, D)
         return q + self.mlp(self.norm2(q))
 
 
@@ -96,7 +127,7 @@ class AttentiveClassifier(nn.Module):
                 fc2.weight.div_(math.sqrt(2.0 * layer_id))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        q = self.cross(self.query.expand(tokens.shape[0], -1, -1), tokens)
+        q = self.cross(self.query, tokens)
         for block in self.blocks:
             q = block(q)
         return self.linear(q[:, 0])

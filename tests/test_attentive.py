@@ -33,6 +33,20 @@ def test_classifier_is_vjepa_shaped_and_pools_a_set_of_tokens():
     torch.testing.assert_close(probe(tokens[:, torch.randperm(9)]), out, atol=1e-5, rtol=1e-5)
     # ...but does depend on which tokens there are (it is not a fixed function of the mean).
     assert not torch.allclose(probe(tokens[:, :5]), out, atol=1e-3)
+    # The cheap order of computation is V-JEPA's attention (scores, softmax, values) exactly.
+    xattn = probe.cross.xattn
+    with torch.no_grad():
+        xattn.kv.bias.normal_()
+    for queries in (torch.randn(5, 2, 32), torch.randn(1, 2, 32)):  # per image, or shared
+        torch.testing.assert_close(
+            xattn(queries, tokens), xattn.reference_forward(queries, tokens), atol=1e-5, rtol=1e-4
+        )
+    grads = []
+    for forward in (xattn.forward, xattn.reference_forward):
+        xattn.zero_grad()
+        forward(queries, tokens).square().sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in xattn.parameters()]))
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-4, rtol=1e-4)
     assert encoder_heads(None, 128) == 2 and encoder_heads(None, 100) == 1
 
 
