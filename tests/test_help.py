@@ -38,6 +38,14 @@ def test_help_texts_render_whole(name, run_cli, monkeypatch):
         assert any(text in line for line in lines), (name, param.name, text)
 
 
+@pytest.mark.parametrize("name", [name for name, _ in _commands()])
+def test_help_at_80_columns_crops_nothing(name, run_cli, monkeypatch):
+    # rich cuts a word longer than its column with an ellipsis instead of wrapping it.
+    monkeypatch.setattr(typer.rich_utils, "MAX_WIDTH", 80)
+    res = run_cli(name, "--help")
+    assert res.code == 0 and "…" not in res.out, res.out
+
+
 def test_unwrap_keeps_paragraphs_and_click_verbatim_blocks():
     text = "First line\n  continues.\n\nSecond\nparagraph.\n\n\b\nkeep\nthese"
     assert (

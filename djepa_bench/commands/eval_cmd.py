@@ -144,8 +144,8 @@ def eval_command(
         None,
         "--model",
         help="Reference model instead of --ckpt: pixels (normalised pixels), random:SIZE "
-        "(seeded untrained ViT, e.g. random:tiny) or timm:NAME[,key=value] (e.g. "
-        "timm:vit_tiny_patch16_224,weights=FILE). Repeatable; models share the decoded data.",
+        "(seeded untrained ViT, e.g. random:tiny) or timm:NAME[,key=value], e.g. "
+        "timm:NAME,weights=FILE. Repeatable; models share the decoded data.",
     ),
     protocol: str = typer.Option(
         "knn",
