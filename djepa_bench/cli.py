@@ -9,6 +9,7 @@ problem of the user's environment too: one line with its path and cause, exit 2.
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 import sys
 
@@ -47,12 +48,30 @@ def _root(
     """Train and measure diffusion-regularised JEPA (D-JEPA) against I-JEPA."""
 
 
+def unwrap_paragraphs(text: str) -> str:
+    """Each paragraph of a docstring on one line, paragraphs still separated by a blank line.
+
+    Typer's rich help joins the lines of a command's first paragraph but keeps the hard line
+    breaks of the later ones and then wraps them again at the terminal width, which cut
+    sentences mid-line ("writes a" / "checkpoint first"); unwrapped, rich wraps them whole.
+    A paragraph starting with a line of its own "\b" keeps its lines (click's convention).
+    """
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(
+        p if p.startswith("\b") else " ".join(line.strip() for line in p.splitlines())
+        for p in paragraphs
+    )
+
+
 def _register_commands() -> None:
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         if info.name.startswith("_"):
             continue
         module = importlib.import_module(f"{commands.__name__}.{info.name}")
         module.register(app)
+    for command in app.registered_commands:
+        doc = command.help if command.help is not None else inspect.getdoc(command.callback)
+        command.help = unwrap_paragraphs(doc or "")
 
 
 _register_commands()

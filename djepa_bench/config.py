@@ -282,6 +282,44 @@ class RepresentationConfig:
 
 
 @dataclass
+class AttentiveConfig:
+    """Attentive probe (V-JEPA): a learned query cross-attends to frozen patch tokens, then a
+    linear head; a grid of (lr, wd) probes is trained on cached tokens and chosen on a
+    stratified validation split carved from train."""
+
+    lrs: Annotated[list[PositiveFloat], Length(min=1)] = field(default_factory=lambda: [1e-3, 3e-3])
+    weight_decays: Annotated[list[NonNegativeFloat], Length(min=1)] = field(
+        default_factory=lambda: [1e-3, 1e-2]
+    )
+    epochs: PositiveInt = 20
+    batch_size: PositiveInt = 256  # capped so every epoch has at least 10 steps
+    warmup_epochs: NonNegativeFloat = 0.0  # linear warm-up, then cosine decay to 0
+    num_heads: NonNegativeInt = 0  # 0: the encoder's own number of heads
+    depth: PositiveInt = 1  # the cross-attention block plus depth-1 self-attention blocks
+    val_fraction: OpenFraction = 0.1
+    refit: bool = False  # retrain the selected (lr, wd) on all of train before testing
+    seed: NonNegativeInt = 0
+
+
+@dataclass
+class FinetuneConfig:
+    """End-to-end fine-tuning: encoder plus a linear head, short schedule, AdamW with
+    layer-wise lr decay (MAE / BEiT recipe), label smoothing; test top-1/top-5 at the end."""
+
+    epochs: PositiveInt = 10
+    batch_size: PositiveInt = 128
+    lr: PositiveFloat = 1e-3  # peak lr of the head and last block (not rescaled by batch size)
+    layer_decay: Fraction = 0.75  # layer i from the top trains at lr * layer_decay**i
+    weight_decay: NonNegativeFloat = 0.05  # not on biases, norms, tokens and positions
+    warmup_epochs: NonNegativeFloat = 1.0  # linear warm-up, then cosine decay to 0
+    label_smoothing: Annotated[float, Range(ge=0, lt=1)] = 0.1
+    augment: Literal["crop_flip", "none"] = "crop_flip"  # random resized crop + flip, or none
+    max_train_images: NonNegativeInt = 0  # a stratified subset of train (0: all of it)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA
+    seed: NonNegativeInt = 0
+
+
+@dataclass
 class EvalConfig:
     """Settings shared by all protocols, and each protocol's own section."""
 
@@ -289,7 +327,7 @@ class EvalConfig:
     # NAME+overrides when --set changed what is measured; recorded in every result record.
     preset: str | None = None
     encoder: Literal["target", "context"] = "target"
-    pool: Literal["mean", "last4"] = "mean"
+    pool: Literal["mean", "last4", "cls", "avgpool+cls"] = "mean"
     batch_size: PositiveInt = 256
     device: DeviceName = "auto"
     cache: bool = True
@@ -302,6 +340,8 @@ class EvalConfig:
     robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
     denoising: DenoisingConfig = field(default_factory=DenoisingConfig)
     representation: RepresentationConfig = field(default_factory=RepresentationConfig)
+    attentive: AttentiveConfig = field(default_factory=AttentiveConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
 
 @dataclass

@@ -3,13 +3,24 @@
 `load_subject` resolves `--ckpt RUN_OR_FILE` or `--model SPEC` into a `Subject` (the run
 identity, the resolved config, the checkpoint dict when there is one); `make_encoder` then
 builds the frozen `Encoder` for a dataset's image size and channels, with pooling applied.
+Every kind of subject is one row of MODEL_KINDS, keyed by the spec's prefix (timm's
+parse_model_name idea): how a `--model PREFIX:ARG` resolves and how its encoder is built.
 
 Model specs: `pixels` (normalised pixels, flattened: a floor for every report),
 `random:SIZE` (a seeded, untrained ViT of ENCODER_SIZES; patch size from model.patch_size,
-seed from djepa_bench.train.seed), `timm:NAME[,key=value...]` (a timm model, randomly initialised
-(seeded) unless `pretrained=True` asks timm for its weights or `weights=FILE` names a local
-state dict; key=value pairs go to timm.create_model, e.g.
+seed from train.seed), `timm:NAME[,key=value...]` (a timm model, randomly initialised
+(seeded) unless `pretrained=true` asks timm for its weights or `weights=FILE` names a local
+state dict; other key=value pairs go to timm.create_model, e.g.
 `timm:vit_tiny_patch16_224,patch_size=4`).
+
+Normalisation: batches arrive normalised with the dataset's mean/std. A model trained with
+its own (timm weights: timm's resolved data config; official I-JEPA: ImageNet's) gets the
+images re-normalised from the raw [0, 1] scale with its own mean/std first. Runs of this
+project and randomly initialised models keep the dataset's.
+
+Pooling (`--pool`): mean (of the final patch tokens), last4 (concatenated means of the last
+4 blocks), cls (the class token) and avgpool+cls (DINOv2's linear-eval feature: the class
+token concatenated with the mean of the patch tokens); the last two need a class token.
 """
 
 from __future__ import annotations
@@ -30,10 +41,14 @@ from djepa_bench.errors import UserError
 from djepa_bench.io import safe_torch_load, sha256_file
 from djepa_bench.records import RunIdentity
 
-POOLS = ("mean", "last4")
+POOLS = ("mean", "last4", "cls", "avgpool+cls")
+CLASS_TOKEN_POOLS = ("cls", "avgpool+cls")
 ENCODER_CHOICES = ("target", "context")
 # Heads of the official I-JEPA widths (not recoverable from the weights themselves).
 IJEPA_HEADS = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16, 1408: 16}
+# The official I-JEPA code normalises images with ImageNet's statistics.
+IMAGENET_NORM = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+Norm = tuple[tuple[float, ...], tuple[float, ...]]
 
 
 @dataclass
@@ -42,7 +57,7 @@ class Subject:
 
     identity: RunIdentity
     config: Config
-    kind: str  # djepa | ijepa-official | pixels | random | timm
+    kind: str  # a key of MODEL_KINDS: djepa | ijepa-official | pixels | random | timm
     spec: str  # the --ckpt path or --model spec as given
     checkpoint: dict[str, Any] | None = None
     checkpoint_path: Path | None = None
@@ -51,9 +66,107 @@ class Subject:
     options: dict[str, Any] = field(default_factory=dict)  # pretrained / weights for timm
 
 
+class FeatureNet(nn.Module):
+    """Dataset-normalised images -> the model's own normalisation -> pooled features or tokens.
+
+    `forward` pools (POOLS), `tokens` gives the final patch tokens (B, T, D) without class or
+    register tokens (a CNN's spatial cells). `backbone_kind` says how tokens are read: `vit`
+    (this project's VisionEncoder), `timm` (forward_features / get_intermediate_layers) or
+    `pixels` (no module: the flattened image). A deep copy is an independent network, which
+    the fine-tuning protocol trains.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module | None,
+        backbone_kind: str,
+        pool: str,
+        channels: int,
+        input_norm: Norm | None = None,
+        data_norm: Norm | None = None,
+    ):
+        super().__init__()
+        self.backbone = backbone
+        self.backbone_kind = backbone_kind
+        self.pool = pool
+        self.renormalise = input_norm is not None and data_norm is not None
+        if self.renormalise:
+            # raw = x * std_data + mean_data; model input = (raw - mean_model) / std_model
+            data_mean, data_std = (_channel_tensor(v, channels) for v in data_norm)
+            mean, std = (_channel_tensor(v, channels) for v in input_norm)
+            self.register_buffer("scale", data_std / std, persistent=False)
+            self.register_buffer("shift", (data_mean - mean) / std, persistent=False)
+
+    @property
+    def prefix_tokens(self) -> int:
+        """Tokens before the patch tokens (class and register tokens) in the final output."""
+        if self.backbone_kind != "timm":
+            return 0
+        return int(getattr(self.backbone, "num_prefix_tokens", 0))
+
+    @property
+    def has_class_token(self) -> bool:
+        """Whether the final output starts with a class token (timm ViTs with a cls_token)."""
+        cls_token = getattr(self.backbone, "cls_token", None)
+        return self.backbone_kind == "timm" and cls_token is not None
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in the model's own normalisation (unchanged when it has none)."""
+        if not self.renormalise:
+            return images
+        return images * self.scale.to(images.dtype) + self.shift.to(images.dtype)
+
+    def tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """Final patch tokens (B, T, D)."""
+        return self._final(self.prepare(images))[1]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Pooled features (B, D') of a batch of dataset-normalised images."""
+        if self.backbone_kind == "pixels":
+            return images.flatten(1).float()
+        x = self.prepare(images)
+        if self.pool == "last4":
+            return torch.cat([t.mean(dim=1) for t in self._last(x, 4)], dim=1)
+        prefix, patches = self._final(x)
+        if self.pool == "mean":
+            return patches.mean(dim=1)
+        cls = prefix[:, 0]
+        if self.pool == "cls":
+            return cls
+        return torch.cat([cls, patches.mean(dim=1)], dim=1)  # avgpool+cls (DINOv2)
+
+    def _final(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        if self.backbone_kind == "vit":
+            return None, self.backbone(x)
+        out = self.backbone.forward_features(x)
+        if out.ndim == 4:  # CNN: (B, C, H, W)
+            return None, out.flatten(2).transpose(1, 2)
+        prefix = self.prefix_tokens if out.shape[1] > self.prefix_tokens else 0
+        return out[:, :prefix], out[:, prefix:]
+
+    def _last(self, x: torch.Tensor, n: int) -> list[torch.Tensor]:
+        if self.backbone_kind == "vit":
+            return self.backbone.intermediate_tokens(x, n)
+        depth = len(getattr(self.backbone, "blocks", [])) or n
+        return list(self.backbone.get_intermediate_layers(x, n=min(n, depth), norm=True))
+
+
+def _channel_tensor(values: tuple[float, ...], channels: int) -> torch.Tensor:
+    """Per-channel statistics as (1, C, 1, 1); a 3-value statistic on grey images averages."""
+    values = tuple(float(v) for v in values)
+    if len(values) != channels:
+        values = (sum(values) / len(values),) * channels
+    return torch.tensor(values, dtype=torch.float32).view(1, -1, 1, 1)
+
+
 @dataclass
 class Encoder:
-    """A frozen feature extractor: `encode(images) -> (B, D)` plus what keys its features."""
+    """A frozen feature extractor: `encode(images) -> (B, D)` plus what keys its features.
+
+    `encode` is a FeatureNet for the models built here (any callable in tests); `tokens`,
+    when the model has them, gives the final patch tokens (B, T, D) for token-level
+    protocols (attentive probe).
+    """
 
     model_id: str  # checkpoint sha256 or model spec; part of every feature-cache key
     which: str  # target | context | - (for models without a choice)
@@ -62,11 +175,13 @@ class Encoder:
     module: nn.Module | None
     image_size: int | None  # input side the encoder expects; None: the dataset's own
     in_chans: int | None
-    tokens: Callable[[torch.Tensor], torch.Tensor] | None = None  # images -> (B, T, D)
+    tokens: Callable[[torch.Tensor], torch.Tensor] | None = None
+    input_norm: Norm | None = None  # the model's own mean/std (0-1 scale) when it has one
 
     def cache_id(self) -> str:
         """The encoder part of a feature-cache key."""
-        return f"{self.model_id}|{self.which}|{self.pool}"
+        base = f"{self.model_id}|{self.which}|{self.pool}"
+        return f"{base}|norm={self.input_norm}" if self.input_norm else base
 
 
 # --- resolving --ckpt / --model ----------------------------------------------------------
@@ -86,6 +201,12 @@ def _is_ijepa_official(ckpt: Any) -> bool:
     return any(isinstance(s, dict) and any(str(k).startswith("module.") for k in s) for s in states)
 
 
+def parse_model_name(spec: str) -> tuple[str, str]:
+    """`PREFIX:ARG` -> (PREFIX, ARG); a spec without a colon is a prefix alone (`pixels`)."""
+    prefix, _, arg = spec.partition(":")
+    return prefix.strip(), arg.strip()
+
+
 def load_subject(
     ckpt: str | Path | None = None,
     model: str | None = None,
@@ -102,7 +223,13 @@ def load_subject(
         )
     if ckpt is not None:
         return _subject_from_file(Path(ckpt).expanduser(), overrides)
-    return _subject_from_spec(model, overrides, pretrained, weights)
+    prefix, arg = parse_model_name(model)
+    kind = MODEL_KINDS.get(prefix)
+    if kind is None or kind.resolve is None:
+        usages = ", ".join(k.usage for k in MODEL_KINDS.values() if k.resolve is not None)
+        raise UserError(f"unknown --model '{model}'; use {usages}")
+    options = {"pretrained": pretrained, "weights": str(weights) if weights else None}
+    return kind.resolve(arg, model, _config_with(None, overrides), options)
 
 
 def _subject_from_file(path: Path, overrides: list[str]) -> Subject:
@@ -161,68 +288,93 @@ def _subject_from_file(path: Path, overrides: list[str]) -> Subject:
     )
 
 
-def _subject_from_spec(
-    spec: str, overrides: list[str], pretrained: bool, weights: str | Path | None
-) -> Subject:
-    config = _config_with(None, overrides)
-    if spec == "pixels":
-        return Subject(RunIdentity("pixels", "pixels", 0, "model:pixels"), config, "pixels", spec)
-    if spec.startswith("random:"):
-        from djepa_bench.models import ENCODER_SIZES
+def _pixels_subject(arg: str, spec: str, config: Config, options: dict[str, Any]) -> Subject:
+    if arg:
+        raise UserError(f"--model {spec}: pixels takes no argument; use --model pixels")
+    return Subject(RunIdentity("pixels", "pixels", 0, "model:pixels"), config, "pixels", spec)
 
-        size = spec.split(":", 1)[1]
-        if size not in ENCODER_SIZES:
-            sizes = ", ".join(ENCODER_SIZES)
-            raise UserError(f"unknown ViT size '{size}' in --model {spec}; use one of {sizes}")
-        config.model.size = size
-        seed = config.train.seed
-        # Every model field (width/depth overrides too) keys the feature cache.
-        shape = cache_key(*sorted(to_dict(config.model).items()))
-        model_id = f"model:random:{size}:p{config.model.patch_size}:{shape}:seed{seed}"
-        return Subject(RunIdentity(spec, "random", seed, model_id), config, "random", spec)
-    if spec.startswith("timm:"):
-        name, _ = parse_timm_spec(spec)
-        if not name:
-            raise UserError("--model timm:NAME needs a model name, e.g. timm:vit_small_patch16_224")
-        if weights is not None and not Path(weights).is_file():
-            raise UserError(f"--weights file not found: {weights}")
-        tag = "init"
-        if pretrained:
-            tag = "pretrained"
-        elif weights:
-            tag = f"weights={sha256_file(weights)[:16]}"
-        options = {"pretrained": pretrained, "weights": str(weights) if weights else None}
-        model_id = f"model:timm:{spec.split(':', 1)[1]}:{tag}:seed{config.train.seed}"
-        return Subject(
-            RunIdentity(spec, "timm", config.train.seed, model_id), config, "timm", spec,
-            options=options,
-        )  # fmt: skip
-    raise UserError(
-        f"unknown --model '{spec}'; use pixels, random:SIZE (e.g. random:tiny) or timm:NAME"
+
+def _random_subject(size: str, spec: str, config: Config, options: dict[str, Any]) -> Subject:
+    from djepa_bench.models import ENCODER_SIZES
+
+    if size not in ENCODER_SIZES:
+        sizes = ", ".join(ENCODER_SIZES)
+        raise UserError(f"unknown ViT size '{size}' in --model {spec}; use one of {sizes}")
+    config.model.size = size
+    seed = config.train.seed
+    # Every model field (width/depth overrides too) keys the feature cache.
+    shape = cache_key(*sorted(to_dict(config.model).items()))
+    model_id = f"model:random:{size}:p{config.model.patch_size}:{shape}:seed{seed}"
+    return Subject(RunIdentity(spec, "random", seed, model_id), config, "random", spec)
+
+
+TIMM_OPTIONS = ("pretrained", "weights")  # spec keys that choose weights, not model kwargs
+
+
+def parse_timm_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """`timm:NAME,key=value,...` -> (NAME, {key: YAML-parsed value}) (weights options included)."""
+    import yaml
+
+    name, *pairs = spec.split(":", 1)[1].split(",")
+    kwargs = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--model {spec}: '{pair}' must look like key=value")
+        key = key.strip()
+        kwargs[key] = value.strip() if key == "weights" else yaml.safe_load(value)
+    return name.strip(), kwargs
+
+
+def _timm_subject(arg: str, spec: str, config: Config, options: dict[str, Any]) -> Subject:
+    name, kwargs = parse_timm_spec(spec)
+    if not name:
+        raise UserError("--model timm:NAME needs a model name, e.g. timm:vit_small_patch16_224")
+    pretrained = bool(options.get("pretrained") or kwargs.get("pretrained"))
+    weights = options.get("weights") or kwargs.get("weights")
+    if pretrained and weights:
+        raise UserError(f"--model {spec}: give either pretrained weights or a weights file")
+    if weights is not None:
+        from djepa_bench.timm_models import read_state_dict
+
+        read_state_dict(weights)  # a file that is no state dict fails here, before any data
+    tag = "init"
+    if pretrained:
+        tag = "pretrained"
+    elif weights:
+        tag = f"weights={sha256_file(weights)[:16]}"
+    shape = ",".join(
+        [name] + [p for p in arg.split(",")[1:] if p.partition("=")[0].strip() not in TIMM_OPTIONS]
     )
+    model_id = f"model:timm:{shape}:{tag}:seed{config.train.seed}"
+    options = {"pretrained": pretrained, "weights": str(weights) if weights else None}
+    return Subject(
+        RunIdentity(spec, "timm", config.train.seed, model_id), config, "timm", spec,
+        options=options,
+    )  # fmt: skip
 
 
 # --- building the frozen encoder --------------------------------------------------------
 
 
-def _pooled(
-    tokens_fn: Callable[[torch.Tensor], torch.Tensor],
-    layers_fn: Callable[[torch.Tensor, int], list[torch.Tensor]] | None,
-    pool: str,
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Mean of the final tokens, or (last4) the concatenated means of the last 4 blocks."""
-    if pool == "mean":
-        return lambda x: tokens_fn(x).mean(dim=1)
-    if layers_fn is None:
-        raise UserError("--pool last4 needs a ViT encoder; use --pool mean for this model")
-    return lambda x: torch.cat([t.mean(dim=1) for t in layers_fn(x, 4)], dim=1)
-
-
 def _check(pool: str, which: str) -> None:
     if pool not in POOLS:
-        raise UserError(f"unknown --pool '{pool}'; use {' or '.join(POOLS)}")
+        raise UserError(f"unknown --pool '{pool}'; use {', '.join(POOLS)}")
     if which not in ENCODER_CHOICES:
         raise UserError(f"unknown --encoder '{which}'; use {' or '.join(ENCODER_CHOICES)}")
+
+
+def check_pool(subject: Subject, pool: str) -> None:
+    """Fail early (before data is read) for a pool the subject's kind can never provide."""
+    _check(pool, "target")
+    kind = MODEL_KINDS[subject.kind]
+    if pool in CLASS_TOKEN_POOLS and kind.class_token is False:
+        raise UserError(
+            f"--pool {pool} needs a class token; {subject.spec} ({subject.kind}) has none, "
+            "use --pool mean or last4"
+        )
+    if pool != "mean" and subject.kind == "pixels":
+        raise UserError("--model pixels has no layers to pool; use --pool mean")
 
 
 def make_encoder(
@@ -232,50 +384,59 @@ def make_encoder(
     which: str = "target",
     pool: str = "mean",
     device: str | torch.device = "cpu",
+    data_norm: Norm | None = None,
 ) -> Encoder:
-    """The frozen encoder of `subject` for images of `in_chans` channels (eval mode, on device)."""
+    """The frozen encoder of `subject` for images of `in_chans` channels (eval mode, on device).
+
+    `data_norm` is the dataset's (mean, std) the images arrive normalised with; a model
+    with its own normalisation needs it (None: images are already in the model's).
+    """
     _check(pool, which)
-    device = torch.device(device)
-    build = {
-        "djepa": _djepa_encoder,
-        "ijepa-official": _ijepa_official_encoder,
-        "pixels": _pixel_encoder,
-        "random": _random_encoder,
-        "timm": _timm_encoder,
-    }[subject.kind]
-    encoder = build(subject, image_size, in_chans, which, pool)
-    if encoder.module is not None:
-        encoder.module.to(device).eval().requires_grad_(False)
-    if encoder.in_chans is not None and encoder.in_chans != in_chans:
+    check_pool(subject, pool)
+    built = MODEL_KINDS[subject.kind].build(subject, image_size, in_chans, which)
+    if built.in_chans is not None and built.in_chans != in_chans:
         raise UserError(
-            f"{subject.spec} takes {encoder.in_chans}-channel images but the dataset has "
-            f"{in_chans}; evaluate on a dataset with {encoder.in_chans} channels"
+            f"{subject.spec} takes {built.in_chans}-channel images but the dataset has "
+            f"{in_chans}; evaluate on a dataset with {built.in_chans} channels"
         )
-    return encoder
-
-
-def _pixel_encoder(subject, image_size, in_chans, which, pool) -> Encoder:
-    if pool != "mean":
-        raise UserError("--model pixels has no layers to pool; use --pool mean")
-    return Encoder(subject.identity.checkpoint_sha256, "-", "mean", lambda x: x.flatten(1).float(),
-                   None, None, None)  # fmt: skip
-
-
-def _vit_encoder(subject, module, which, pool) -> Encoder:
+    net = FeatureNet(built.module, built.backbone_kind, pool, in_chans, built.norm, data_norm)
+    if pool in CLASS_TOKEN_POOLS and not net.has_class_token:
+        raise UserError(f"--pool {pool} needs a class token; {subject.spec} has none, use mean")
+    layers = hasattr(built.module, "get_intermediate_layers")
+    if pool == "last4" and built.backbone_kind == "timm" and not layers:
+        raise UserError(f"--pool last4 needs a ViT; {subject.spec} has no intermediate layers")
+    net.to(torch.device(device)).eval().requires_grad_(False)
     return Encoder(
-        subject.identity.checkpoint_sha256, which, pool,
-        _pooled(module, module.intermediate_tokens, pool), module, module.img_size,
-        module.in_chans, tokens=module,
+        subject.identity.checkpoint_sha256, built.which, pool, net, built.module,
+        built.image_size, built.in_chans, None if built.module is None else net.tokens,
+        built.norm,
     )  # fmt: skip
 
 
-def _djepa_encoder(subject, image_size, in_chans, which, pool) -> Encoder:
+@dataclass
+class _Built:
+    """What a kind's builder returns: the backbone and what the encoder needs to know of it."""
+
+    module: nn.Module | None
+    backbone_kind: str  # vit | timm | pixels (see FeatureNet)
+    which: str
+    image_size: int | None
+    in_chans: int | None
+    norm: Norm | None = None
+
+
+def _pixel_encoder(subject, image_size, in_chans, which) -> _Built:
+    return _Built(None, "pixels", "-", None, None)
+
+
+def _djepa_encoder(subject, image_size, in_chans, which) -> _Built:
     from djepa_bench.checkpoint import load_encoder
 
-    return _vit_encoder(subject, load_encoder(subject.checkpoint, which), which, pool)
+    module = load_encoder(subject.checkpoint, which)
+    return _Built(module, "vit", which, module.img_size, module.in_chans)
 
 
-def _random_encoder(subject, image_size, in_chans, which, pool) -> Encoder:
+def _random_encoder(subject, image_size, in_chans, which) -> _Built:
     from djepa_bench.models import build_encoder
 
     if image_size % subject.config.model.patch_size:
@@ -286,82 +447,24 @@ def _random_encoder(subject, image_size, in_chans, which, pool) -> Encoder:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(subject.identity.seed)
         module = build_encoder(subject.config.model, image_size, in_chans)
-    encoder = _vit_encoder(subject, module, "-", pool)
-    return encoder
+    return _Built(module, "vit", "-", module.img_size, module.in_chans)
 
 
-def parse_timm_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """`timm:NAME,key=value,...` -> (NAME, {key: YAML-parsed value})."""
-    import yaml
+def _timm_encoder(subject, image_size, in_chans, which) -> _Built:
+    from djepa_bench.timm_models import create_timm_model, data_config
 
-    name, *pairs = spec.split(":", 1)[1].split(",")
-    kwargs = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"--model {spec}: '{pair}' must look like key=value")
-        kwargs[key.strip()] = yaml.safe_load(value)
-    return name.strip(), kwargs
-
-
-def _timm_tokens(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    """timm features as tokens (B, N, D): patch tokens of a ViT, spatial cells of a CNN."""
-    prefix = int(getattr(model, "num_prefix_tokens", 0))
-
-    def tokens(x: torch.Tensor) -> torch.Tensor:
-        out = model.forward_features(x)
-        if out.ndim == 4:  # CNN: (B, C, H, W)
-            return out.flatten(2).transpose(1, 2)
-        return out[:, prefix:] if out.shape[1] > prefix else out
-
-    return tokens
-
-
-def _timm_layers(model: nn.Module):
-    if not hasattr(model, "get_intermediate_layers"):
-        return None
-
-    def layers(x: torch.Tensor, n: int) -> list[torch.Tensor]:
-        depth = len(getattr(model, "blocks", [])) or n
-        return list(model.get_intermediate_layers(x, n=min(n, depth), norm=True))
-
-    return layers
-
-
-def _timm_encoder(subject, image_size, in_chans, which, pool) -> Encoder:
-    import timm
-
-    name, extra = parse_timm_spec(subject.spec)
-    pretrained = bool(subject.options.get("pretrained"))
-    kwargs: dict[str, Any] = {"pretrained": pretrained, "num_classes": 0, "in_chans": in_chans}
-    kwargs.update(extra)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(subject.identity.seed)
-        try:
-            try:
-                model = timm.create_model(name, img_size=image_size, **kwargs)
-            except TypeError:  # models without an img_size argument (CNNs)
-                model = timm.create_model(name, **kwargs)
-        except RuntimeError as err:
-            if "Unknown model" in str(err):
-                raise UserError(f"timm has no model '{name}'; see timm.list_models()") from None
-            raise UserError(f"timm could not build '{name}': {err}") from None
-    if subject.options.get("weights"):
-        state = safe_torch_load(subject.options["weights"])
-        state = (
-            state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
-        )
-        missing, unexpected = model.load_state_dict(_strip_prefix(state), strict=False)
-        if missing:
-            raise UserError(f"--weights lacks {len(missing)} keys of {name}, e.g. {missing[0]}")
-    layers = _timm_layers(model) if pool == "last4" else None
-    if pool == "last4" and layers is None:
-        raise UserError(f"--pool last4 needs a ViT; timm model {name} has no intermediate layers")
-    tokens = _timm_tokens(model)
-    return Encoder(
-        subject.identity.checkpoint_sha256, "-", pool,
-        _pooled(tokens, layers, pool), model, image_size, in_chans, tokens=tokens,
+    name, kwargs = parse_timm_spec(subject.spec)
+    kwargs = {k: v for k, v in kwargs.items() if k not in TIMM_OPTIONS}
+    pretrained, weights = subject.options.get("pretrained"), subject.options.get("weights")
+    model, size = create_timm_model(
+        name, kwargs, image_size, in_chans, seed=subject.identity.seed,
+        pretrained=bool(pretrained), weights=weights,
     )  # fmt: skip
+    norm = None
+    if pretrained or weights:  # trained weights expect their own normalisation
+        config = data_config(model)
+        norm = (tuple(config["mean"]), tuple(config["std"]))
+    return _Built(model, "timm", "-", size, in_chans, norm)
 
 
 def _strip_prefix(
@@ -407,17 +510,34 @@ def ijepa_official_vit(state: dict[str, torch.Tensor], num_heads: int | None = N
     return model
 
 
-def _ijepa_official_encoder(subject, image_size, in_chans, which, pool) -> Encoder:
+def _ijepa_official_encoder(subject, image_size, in_chans, which) -> _Built:
     key = "target_encoder" if which == "target" else "encoder"
     state = subject.checkpoint.get(key)
     if not isinstance(state, dict):
         raise UserError(f"{subject.spec} has no '{key}' weights; try --encoder target or context")
-    explicit = subject.config.model.num_heads
-    model = ijepa_official_vit(state, num_heads=explicit)
-    layers = _timm_layers(model) if pool == "last4" else None
-    tokens = _timm_tokens(model)
-    return Encoder(
-        subject.identity.checkpoint_sha256, which, pool,
-        _pooled(tokens, layers, pool), model, model.patch_embed.img_size[0],
-        model.patch_embed.proj.in_channels, tokens=tokens,
-    )  # fmt: skip
+    model = ijepa_official_vit(state, num_heads=subject.config.model.num_heads)
+    size, chans = model.patch_embed.img_size[0], model.patch_embed.proj.in_channels
+    return _Built(model, "timm", which, size, chans, IMAGENET_NORM)
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """One kind of subject: how a `--model PREFIX:ARG` resolves and how its encoder is built."""
+
+    name: str
+    usage: str  # how a user names it, for messages
+    build: Callable[..., _Built]  # (subject, image_size, in_chans, which) -> backbone
+    resolve: Callable[..., Subject] | None = None  # (arg, spec, config, options); None: --ckpt
+    class_token: bool | None = False  # None: depends on the model (timm)
+
+
+MODEL_KINDS: dict[str, ModelKind] = {
+    kind.name: kind
+    for kind in (
+        ModelKind("djepa", "--ckpt RUN", _djepa_encoder),
+        ModelKind("ijepa-official", "--ckpt I-JEPA.pth.tar", _ijepa_official_encoder),
+        ModelKind("pixels", "pixels", _pixel_encoder, _pixels_subject),
+        ModelKind("random", "random:SIZE (e.g. random:tiny)", _random_encoder, _random_subject),
+        ModelKind("timm", "timm:NAME", _timm_encoder, _timm_subject, class_token=None),
+    )
+}

@@ -22,8 +22,11 @@ What the context gives a protocol:
   `tokens(split)` patch tokens (N, T, D) likewise; `get(split, transform=NAME,
   batch_transform=fn)` features of transformed images, fn(images, start_index) -> images on
   the device, deterministic; NAME is part of the cache key. `labels(split)`.
-- `encoder` (djepa_bench.encoders.Encoder): `.encode(images) -> (B, D)`, `.module` (the frozen
-  nn.Module or None for pixels), `.image_size`.
+- `encoder` (djepa_bench.encoders.Encoder): `.encode(images) -> (B, D)` (a FeatureNet: the
+  model's own normalisation, then pooling), `.module` (the frozen backbone or None for
+  pixels), `.image_size`, `.tokens` (final patch tokens, None for pixels).
+- `tokens(split)`: the final patch tokens (N, T, D) float16 of a split, on disk and
+  memory-mapped (row slicing returns numpy arrays); for token-level protocols.
 - `checkpoint`: the loaded checkpoint dict (None for --model pixels/random/timm); a D-JEPA /
   I-JEPA run's predictor and schedule: `djepa_bench.checkpoint.load_predictor(ctx.checkpoint)`.
 - Shared, memoised within one `eval` (so protocols reuse each other's work):
@@ -32,7 +35,8 @@ What the context gives a protocol:
   `knn_classifier()` -> KnnClassifier over the clean train features with config.eval.knn
   (`.scores(queries, ks)`, `.accuracy(queries, labels, ks)`, `.k_used(k)`, `.params`).
 - `record(protocol, metric, value, params, split="test", time_s=0.0)` -> a DESIGN section-3
-  record with the run identity and dataset filled in.
+  record with the run identity and dataset filled in; params also name the encoder
+  (target/context) and pool the features came from.
 
 Outside the CLI (tests, notebooks): `build_context(load_subject(model="pixels",
 overrides=["data.dataset=digits"]))` gives the same context `djepa-bench eval` builds.
@@ -101,12 +105,35 @@ class EvalContext:
         split: str = "test",
         time_s: float = 0.0,
     ) -> dict[str, Any]:
-        """One result record for this run and dataset."""
+        """One result record for this run and dataset (params name the encoder and pool)."""
+        params = {"encoder": self.encoder.which, "pool": self.encoder.pool, **(params or {})}
         return make_record(
             self.identity, dataset=self.dataset, split=split, protocol=protocol,
             metric=metric, value=value, params=params, time_s=time_s,
             eval_preset=self.config.eval.preset,
         )  # fmt: skip
+
+    def tokens(self, split: str):
+        """Final patch tokens (N, T, D) float16 of `split`, memory-mapped from the cache.
+
+        Row slicing returns numpy arrays. Computed once per (encoder, split) and kept next to
+        the feature cache (in memory with eval.cache=false).
+        """
+        from djepa_bench.token_cache import split_tokens, token_cache_path
+
+        memo = ("tokens", split)
+        if memo not in self.shared:
+            source = self.features
+            path = None
+            if source.use_cache:
+                key = source.key(split, transform="tokens")
+                path = token_cache_path(source.cache_dir, self.encoder.model_id,
+                                        source.split(split), key)  # fmt: skip
+            self.shared[memo] = split_tokens(
+                self.encoder, source.split(split), path=path,
+                batch_size=self.config.eval.batch_size, device=self.device, log=self.log,
+            )  # fmt: skip
+        return self.shared[memo]
 
     def linear_probe(self) -> LinearProbe:
         """The linear head on clean train features (config.eval.linear), fitted once per eval."""
@@ -135,6 +162,17 @@ class EvalContext:
         return self.shared["knn_classifier"]
 
 
+def load_splits(cfg: Config) -> dict[str, ImageSplit]:
+    """The train and test splits of config.data.dataset (decoded once, then from the cache)."""
+    from djepa_bench.data import load_dataset
+
+    data = cfg.data
+    return {
+        s: load_dataset(data.dataset, s, data.root, data.download, data.cache_dir)
+        for s in ("train", "test")
+    }
+
+
 def build_context(
     subject: Subject,
     *,
@@ -150,22 +188,17 @@ def build_context(
     frozen encoder at the checkpoint's image size (else data.image_size, else the dataset's)
     and a FeatureSource honouring eval.cache / eval.cache_dir / eval.batch_size.
     """
-    from djepa_bench.data import load_dataset
-
     cfg = subject.config
     device = torch.device(device)
     dataset = cfg.data.dataset if splits is None else next(iter(splits.values())).name
     if splits is None:
-        data = cfg.data
-        splits = {
-            s: load_dataset(data.dataset, s, data.root, data.download, data.cache_dir)
-            for s in ("train", "test")
-        }
+        splits = load_splits(cfg)
     first = splits["train"]
     size = subject.data.get("image_size") or cfg.data.image_size or first.image_size
     encoder = make_encoder(
-        subject, int(size), first.channels, cfg.eval.encoder, cfg.eval.pool, device
-    )
+        subject, int(size), first.channels, cfg.eval.encoder, cfg.eval.pool, device,
+        data_norm=(first.mean, first.std),
+    )  # fmt: skip
     features = FeatureSource(
         encoder, splits, cache_dir=cfg.eval.cache_dir, use_cache=cfg.eval.cache,
         batch_size=cfg.eval.batch_size, device=device, distributed=distributed,

@@ -211,7 +211,11 @@ def _sampling_scores(ctx, predictor, schedule, cfg) -> list[dict]:
     return records
 
 
-@register("denoising", "predictor error vs noise level, I-JEPA reference, DDIM sampling scores")
+@register(
+    "denoising",
+    "predictor error vs noise level, I-JEPA reference, DDIM sampling scores",
+    feature_splits=(),
+)
 def run(ctx: EvalContext) -> list[dict]:
     """Denoising diagnostics of a trained run's predictor (D-JEPA: all; I-JEPA: reference)."""
     if ctx.checkpoint is None:

@@ -18,6 +18,8 @@ PROTOCOL_MODULES: list[str] = [
     "representation",
     "denoising",
     "robustness",
+    "attentive",
+    "finetune",
 ]
 
 
@@ -28,16 +30,29 @@ class ProtocolInfo:
     name: str
     description: str
     run: Callable[..., list[dict[str, Any]]]
+    in_all: bool = True  # part of `--protocol all` (False: costly, run by name)
+    feature_splits: tuple[str, ...] = ("train", "test")  # clean features eval extracts first
 
 
 _REGISTRY: dict[str, ProtocolInfo] = {}
 
 
-def register(name: str, description: str) -> Callable[[Callable], Callable]:
-    """Decorator: register `run` as protocol `name` with a one-line description."""
+def register(
+    name: str,
+    description: str,
+    *,
+    in_all: bool = True,
+    feature_splits: tuple[str, ...] = ("train", "test"),
+) -> Callable[[Callable], Callable]:
+    """Decorator: register `run` as protocol `name` with a one-line description.
+
+    `feature_splits`: the splits whose clean pooled features the protocol reads (eval
+    extracts them first, with a progress line); `in_all=False` keeps a costly protocol out
+    of `--protocol all`.
+    """
 
     def wrap(run: Callable) -> Callable:
-        _REGISTRY[name] = ProtocolInfo(name, description, run)
+        _REGISTRY[name] = ProtocolInfo(name, description, run, in_all, tuple(feature_splits))
         return run
 
     return wrap

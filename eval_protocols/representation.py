@@ -9,7 +9,11 @@ from djepa_bench.eval_protocols.registry import register
 from djepa_bench.spectral import alpha_req, covariance_eigenvalues, feature_std, rankme
 
 
-@register("representation", "RankMe, alpha-ReQ power-law slope and per-dim std of test features")
+@register(
+    "representation",
+    "RankMe, alpha-ReQ power-law slope and per-dim std of test features",
+    feature_splits=("test",),
+)
 def run(ctx: EvalContext) -> list[dict]:
     """Spectral metrics of the first `eval.representation.num_images` test features."""
     cfg = ctx.config.eval.representation

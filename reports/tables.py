@@ -70,12 +70,21 @@ CATALOG: tuple[Column, ...] = (
     Column("rankme", "RankMe", "representation", "rankme", comparable_on=("dim",),
            description="effective rank of the embeddings; compared only between rows of "
                        "equal embedding dimension D"),
+    Column("attentive", "attentive", "attentive", "top1",
+           description="attentive-probe top-1 (%): a learned query cross-attending to the "
+                       "frozen patch tokens (V-JEPA)"),
+    Column("finetune", "fine-tune", "finetune", "top1",
+           description="end-to-end fine-tuning top-1 (%)"),
     Column("rankme_per_dim", "RankMe/D", "representation", "rankme", decimals=3,
            per_dim=True,
            description="RankMe divided by the embedding dimension D (fraction of dimensions "
                        "in use), comparable across dimensions"),
 )  # fmt: skip
-DEFAULT_COLUMN_IDS = ("knn20", "linear", "1shot", "5shot", "25shot", "corr_acc", "mce", "rankme")
+# Columns without records are left out, so attentive and fine-tuning show only when run.
+DEFAULT_COLUMN_IDS = (
+    "knn20", "linear", "1shot", "5shot", "25shot", "corr_acc", "mce", "rankme", "attentive",
+    "finetune",
+)  # fmt: skip
 COLUMN_BY_NAME = {c.name: c for c in CATALOG}
 COLUMN_BY_ID = {c.id: c for c in CATALOG}
 COLUMNS: tuple[Column, ...] = tuple(COLUMN_BY_ID[i] for i in DEFAULT_COLUMN_IDS)

@@ -29,7 +29,9 @@ def test_demo_trains_evaluates_every_protocol_and_reports(run_cli, tmp_path):
         run = out / "runs" / f"{method}-s0"
         assert (run / "checkpoint.pt").is_file()
         protocols = {p.stem for p in (run / "results").glob("*.jsonl")}
-        expected = {"knn", "linear", "lowshot", "robustness", "representation", "denoising"}
+        expected = {
+            "knn", "linear", "lowshot", "robustness", "representation", "denoising", "attentive",
+        }  # fmt: skip
         assert protocols == expected, method
     for floor in ("pixels", "random"):
         assert (out / "floors" / floor / "knn.jsonl").is_file()

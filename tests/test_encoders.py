@@ -195,3 +195,21 @@ def test_timm_model_by_name_without_download():
         make_encoder(load_subject(model="timm:no_such_model_xyz"), 16, 3)
     with pytest.raises(UserError, match="key=value"):
         load_subject(model="timm:vit_tiny_patch16_224,depth")
+
+
+def test_official_ijepa_sees_imagenet_normalised_images_and_averages_tokens(tmp_path):
+    from djepa_bench.encoders import IMAGENET_NORM
+
+    path = tmp_path / "IN1K-vit.h.14-300e.pth.tar"
+    _, target = _official_ijepa_checkpoint(path)
+    subject = load_subject(ckpt=path)
+    data_norm = ((0.5, 0.5, 0.5), (0.2, 0.2, 0.2))  # e.g. synthetic's statistics
+    enc = make_encoder(subject, 16, 3, "target", "mean", data_norm=data_norm)
+    assert enc.input_norm == IMAGENET_NORM and "norm=" in enc.cache_id()
+    x = torch.randn(2, 3, 16, 16)  # dataset-normalised
+    mean = torch.tensor(IMAGENET_NORM[0]).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_NORM[1]).view(1, 3, 1, 1)
+    expected = target.forward_features(((x * 0.2 + 0.5) - mean) / std).mean(1)
+    torch.testing.assert_close(enc.encode(x), expected, atol=1e-5, rtol=1e-5)
+    with pytest.raises(UserError, match="class token"):
+        make_encoder(subject, 16, 3, pool="cls")

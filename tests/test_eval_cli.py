@@ -75,7 +75,7 @@ def test_list_protocols_names_the_core_three(run_cli):
     [
         (["--model", "pixels", "--dataset", "digits"], "--out"),
         (["--model", "pixels", "--out", "x", "--protocol", "knnn"], "unknown protocol 'knnn'"),
-        (["--out", "x", "--dataset", "digits"], "exactly one"),
+        (["--out", "x", "--dataset", "digits"], "give --ckpt RUN_OR_FILE or --model"),
         (["--model", "pixels", "--out", "x", "--set", "eval.knn.kk=3"], "unknown config key"),
         (["--ckpt", "/no/such/run"], "not found"),
         (["--model", "pixels", "--out", "x", "--pretrained"], "timm"),

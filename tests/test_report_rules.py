@@ -680,3 +680,31 @@ def test_training_curves_one_epoch_and_seed_line_styles(tmp_path):
     assert len(styles) == 2  # seed 0 and seed 1 drawn differently
     texts = [t.get_text() for t in fig.legends[0].get_texts()]
     assert "seed 0" in texts and "seed 1" in texts
+
+
+# --- attentive and fine-tuning columns ------------------------------------------------------
+
+
+def test_attentive_and_finetune_columns_appear_only_when_recorded(tmp_path):
+    root = tmp_path / "runs"
+    for seed in range(2):
+        write(root, f"i{seed}", "ijepa", seed, knn=50.0 + seed)
+        write(root, f"d{seed}", "djepa", seed, knn=52.0 + seed)
+    _, out = build(root, tmp_path / "without")
+    assert not {"attentive", "fine-tune"} & set(csv(out, "headline")["column"])
+
+    for seed in range(2):
+        for run, method, base in ((f"i{seed}", "ijepa", 60.0), (f"d{seed}", "djepa", 64.0)):
+            ident = RunIdentity(run, method, seed, f"{run}-{seed}".ljust(64, "0"))
+            recs = [
+                make_record(ident, dataset="digits", split="test", protocol=protocol,
+                            metric="top1", value=base + shift + seed, params={})
+                for protocol, shift in (("attentive", 0.0), ("finetune", 10.0))
+            ]  # fmt: skip
+            append_records(root / run / "results" / "extra.jsonl", recs)
+    _, out = build(root, tmp_path / "with")
+    head = csv(out, "headline")
+    assert cell(head, "djepa", "attentive")["mean"] == pytest.approx(64.5)
+    assert cell(head, "ijepa", "fine-tune")["mean"] == pytest.approx(70.5)
+    header = table_lines((out / "report.md").read_text())[0]
+    assert header.index("attentive") < header.index("fine-tune")

@@ -40,9 +40,10 @@ def report_command(
     columns: str = typer.Option(
         "",
         "--columns",
-        help="Comma list of table columns, in order (default: knn20,linear,1shot,5shot,25shot,"
-        "corr_acc,mce,rankme). Also: knn10, knn100, knn200, linear_top5, 2shot, 10shot, "
-        "rankme_per_dim (RankMe / D, comparable across dimensions).",
+        help="Comma list of table columns, in order (default: knn20, linear, 1shot, 5shot, "
+        "25shot, corr_acc, mce, rankme, attentive, finetune; those without records are left "
+        "out). Also: knn10, knn100, knn200, linear_top5, 2shot, 10shot, rankme_per_dim "
+        "(RankMe / D, comparable across dimensions).",
     ),
     title: str = typer.Option(
         "",
