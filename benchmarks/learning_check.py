@@ -40,7 +40,7 @@ def measure(encoder, train, test, args) -> dict[str, float]:
     encode = pooled_encode_fn(encoder)
     bank = extract(encode, train, args.batch_size, args.device, train.image_size)
     queries = extract(encode, test, args.batch_size, args.device, test.image_size)
-    out = {"knn20": knn_accuracy(bank, train.labels, queries, test.labels, k=20, temperature=0.07)}
+    out = {"knn20": knn_accuracy(bank, train.labels, queries, test.labels, 20, None, args.device)}
     if args.linear:
         probe = fit_linear_probe(
             bank, train.labels, LinearConfig(epochs=args.linear_epochs), train.num_classes

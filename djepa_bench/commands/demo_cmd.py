@@ -106,7 +106,7 @@ def demo_command(
 ) -> None:
     """Train I-JEPA and D-JEPA on digits (2 seeds each), run every protocol, write a report.
 
-    Needs no internet and no GPU; a few minutes on 2 CPU cores. Re-running continues an
+    Needs no internet and no GPU; about 9 minutes on 2 CPU cores. Re-running continues an
     interrupted demo: finished runs and evaluations in --out are reused.
     """
     from djepa_bench.commands.eval_cmd import _protocol_names
