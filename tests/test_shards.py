@@ -97,3 +97,23 @@ def test_shard_plan_is_independent_of_ranks_and_ranks_split_it_evenly():
         parts = [rank_shards(plan, r, world) for r in range(world)]
         assert [s for part in parts for s in part] == plan
         assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+def test_linear_probe_from_shards_equals_the_in_memory_probe(tmp_path):
+    # What `eval --protocol linear` does since the features live in shards: the probe streams
+    # from the entry; the same float32 rows in memory give the same head and selection.
+    from djepa_bench.config import LinearConfig
+    from djepa_bench.linear_probe import fit_linear_probe
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 4, 240)
+    feats = (rng.standard_normal((240, 8)) + 2.0 * np.eye(4, 8)[labels]).astype(np.float32)
+    entry = _entry(tmp_path, feats, shard_rows=50)
+    cfg = LinearConfig(lrs=[0.01, 0.1], weight_decays=[0.0, 1e-3], epochs=5, chunk_rows=8)
+    streamed = fit_linear_probe(entry, torch.from_numpy(labels), cfg, num_classes=4)
+    in_memory = fit_linear_probe(torch.from_numpy(feats), torch.from_numpy(labels), cfg, 4)
+    assert streamed.hparams["lr"] == in_memory.hparams["lr"]
+    assert streamed.hparams["wd"] == in_memory.hparams["wd"]
+    torch.testing.assert_close(streamed.weight, in_memory.weight, rtol=1e-5, atol=1e-6)
+    queries = torch.from_numpy(feats[:40])
+    assert streamed.score(queries, torch.from_numpy(labels[:40])) > 50.0
