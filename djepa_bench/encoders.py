@@ -43,7 +43,6 @@ from djepa_bench.records import RunIdentity
 
 POOLS = ("mean", "last4", "cls", "avgpool+cls")
 CLASS_TOKEN_POOLS = ("cls", "avgpool+cls")
-ENCODER_CHOICES = ("target", "context")
 # Heads of the official I-JEPA widths (not recoverable from the weights themselves).
 IJEPA_HEADS = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16, 1408: 16}
 # The official I-JEPA code normalises images with ImageNet's statistics.
@@ -357,16 +356,9 @@ def _timm_subject(arg: str, spec: str, config: Config, options: dict[str, Any]) 
 # --- building the frozen encoder --------------------------------------------------------
 
 
-def _check(pool: str, which: str) -> None:
-    if pool not in POOLS:
-        raise UserError(f"unknown --pool '{pool}'; use {', '.join(POOLS)}")
-    if which not in ENCODER_CHOICES:
-        raise UserError(f"unknown --encoder '{which}'; use {' or '.join(ENCODER_CHOICES)}")
-
-
 def check_pool(subject: Subject, pool: str) -> None:
-    """Fail early (before data is read) for a pool the subject's kind can never provide."""
-    _check(pool, "target")
+    """Fail early (before data is read) for a pool the subject's kind can never provide (the
+    pool names themselves are eval.pool's type)."""
     kind = MODEL_KINDS[subject.kind]
     if pool in CLASS_TOKEN_POOLS and kind.class_token is False:
         raise UserError(
@@ -391,7 +383,6 @@ def make_encoder(
     `data_norm` is the dataset's (mean, std) the images arrive normalised with; a model
     with its own normalisation needs it (None: images are already in the model's).
     """
-    _check(pool, which)
     check_pool(subject, pool)
     built = MODEL_KINDS[subject.kind].build(subject, image_size, in_chans, which)
     if built.in_chans is not None and built.in_chans != in_chans:

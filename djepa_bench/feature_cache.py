@@ -35,7 +35,6 @@ from djepa_bench.errors import UserError
 from djepa_bench.features import extract_to_shards
 from djepa_bench.io import os_errors
 from djepa_bench.shards import (
-    DTYPES,
     EntryWriter,
     ShardedArray,
     open_entry,
@@ -84,8 +83,6 @@ class FeatureSource:
         feature_dtype: str = "float16",
         shard_rows: int = 8192,
     ):
-        if feature_dtype not in DTYPES:
-            raise UserError(f"unknown eval.feature_dtype '{feature_dtype}'; use float16 or float32")
         self.encoder = encoder
         self.splits = splits
         self.cache_dir = Path(cache_dir) if cache_dir else default_feature_cache_dir()

@@ -63,10 +63,11 @@ def test_channel_mismatch_and_bad_choices_are_user_errors(tmp_path):
     subject = load_subject(ckpt=run)
     with pytest.raises(UserError, match="channel"):
         make_encoder(subject, 16, 3)
-    with pytest.raises(UserError, match="--pool"):
-        make_encoder(subject, 16, 1, pool="max")
-    with pytest.raises(UserError, match="--encoder"):
-        make_encoder(subject, 16, 1, which="online")
+    # Bad choices fail when the subject's config is built, before any encoder or data.
+    with pytest.raises(UserError, match="'eval.pool' must be one of"):
+        load_subject(ckpt=run, overrides=["eval.pool=max"])
+    with pytest.raises(UserError, match="'eval.encoder' must be one of"):
+        load_subject(ckpt=run, overrides=["eval.encoder=online"])
 
 
 def test_not_a_checkpoint_and_missing_paths_are_user_errors(tmp_path):
@@ -213,3 +214,13 @@ def test_official_ijepa_sees_imagenet_normalised_images_and_averages_tokens(tmp_
     torch.testing.assert_close(enc.encode(x), expected, atol=1e-5, rtol=1e-5)
     with pytest.raises(UserError, match="class token"):
         make_encoder(subject, 16, 3, pool="cls")
+
+
+def test_the_pools_the_encoders_build_are_the_pools_the_config_allows():
+    import typing
+
+    from djepa_bench.config import EvalConfig
+    from djepa_bench.encoders import POOLS
+
+    hints = typing.get_type_hints(EvalConfig, include_extras=True)
+    assert set(typing.get_args(hints["pool"])) == set(POOLS)

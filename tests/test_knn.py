@@ -87,9 +87,11 @@ def test_k_larger_than_bank_is_capped_and_topk_counts_ties_low():
     assert not topk_correct(tied, torch.tensor([1]), 1).item()
 
 
-def test_unknown_weighting_is_a_user_error():
-    with pytest.raises(UserError, match="weighting"):
-        KnnClassifier(torch.randn(4, 2), torch.arange(4), 4, weighting="gaussian")
+def test_unknown_weighting_fails_at_config_build_and_faiss_index_needs_faiss():
+    from djepa_bench.config import build_config
+
+    with pytest.raises(UserError, match="'eval.knn.weighting' must be one of"):
+        build_config(overrides=["eval.knn.weighting=gaussian"])
     with pytest.raises(UserError, match="FAISS index"):
         KnnClassifier(torch.randn(400, 8), torch.arange(400), 4, backend="torch", index="ivf-pq")
 

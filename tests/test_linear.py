@@ -115,8 +115,12 @@ def test_within_one_point_of_sklearn_logistic_regression_on_digits_pixels():
 
 def test_bad_settings_are_user_errors():
     x, y = _separable(n=50)
-    with pytest.raises(UserError, match="optimizer"):
-        fit_linear_probe(x, y, LinearConfig(optimizer="lamb", epochs=1), num_classes=4)
+    from djepa_bench.config import build_config
+
+    with pytest.raises(UserError, match="'eval.linear.optimizer' must be one of"):
+        build_config(overrides=["eval.linear.optimizer=lamb"])
+    with pytest.raises(UserError, match="eval.linear.lrs"):
+        build_config(overrides=["eval.linear.lrs=[]"])
     with pytest.raises(UserError, match="empty"):
         fit_linear_probe(x, y, LinearConfig(lrs=[], epochs=1), num_classes=4)
 

@@ -31,7 +31,6 @@ from torch.nn.parallel import DistributedDataParallel
 
 from djepa_bench.checkpoint import clean_state_dict
 from djepa_bench.config import Config
-from djepa_bench.errors import UserError
 from djepa_bench.masks import MaskBatch, MultiBlockMasker
 from djepa_bench.models import build_encoder, build_predictor, build_schedule
 from djepa_bench.train.batches import derived_seed, generator_for
@@ -65,9 +64,8 @@ class StepOutput:
 
 
 def uses_bf16(precision: str, device: torch.device) -> bool:
-    """Whether a step autocasts to bf16: 'bf16', or 'auto' on a GPU."""
-    if precision not in ("auto", "fp32", "bf16"):
-        raise UserError(f"unknown train.precision '{precision}'; use auto, fp32 or bf16")
+    """Whether a step autocasts to bf16: 'bf16', or 'auto' on a GPU (train.precision's type
+    holds the allowed values)."""
     return precision == "bf16" or (precision == "auto" and device.type == "cuda")
 
 
