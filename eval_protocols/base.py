@@ -114,26 +114,9 @@ class EvalContext:
         )  # fmt: skip
 
     def tokens(self, split: str):
-        """Final patch tokens (N, T, D) float16 of `split`, memory-mapped from the cache.
-
-        Row slicing returns numpy arrays. Computed once per (encoder, split) and kept next to
-        the feature cache (in memory with eval.cache=false).
-        """
-        from djepa_bench.token_cache import split_tokens, token_cache_path
-
-        memo = ("tokens", split)
-        if memo not in self.shared:
-            source = self.features
-            path = None
-            if source.use_cache:
-                key = source.key(split, transform="tokens")
-                path = token_cache_path(source.cache_dir, self.encoder.model_id,
-                                        source.split(split), key)  # fmt: skip
-            self.shared[memo] = split_tokens(
-                self.encoder, source.split(split), path=path,
-                batch_size=self.config.eval.batch_size, device=self.device, log=self.log,
-            )  # fmt: skip
-        return self.shared[memo]
+        """Final patch tokens (N, T, D) of `split` as a read-only array over on-disk shards
+        (row slicing returns numpy arrays); extracted once per (encoder, split)."""
+        return self.features.tokens(split)
 
     def linear_probe(self) -> LinearProbe:
         """The linear head on clean train features (config.eval.linear), fitted once per eval."""

@@ -75,11 +75,13 @@ def test_attentive_probe_learns_digits_and_selects_on_validation(digits_ctx, tmp
     assert top1["params"]["tokens"] == 16 and top1["params"]["num_heads"] == 2
     assert top1["params"]["pool"] == "mean" and top1["params"]["val_top1"] > 30
 
-    # Patch tokens are cached as float16 on disk and memory-mapped.
-    files = sorted((tmp_path / "tokens").rglob("*.npy"))
-    assert len(files) == 2 and not list((tmp_path / "tokens").rglob(".*"))
-    train = np.load(files[-1] if "train" in files[-1].name else files[0], mmap_mode="r")
-    assert isinstance(train, np.memmap) and train.dtype == np.float16
+    # Patch tokens are cached like the features: float16 shard entries, memory-mapped.
+    entries = sorted(
+        p.parent for p in tmp_path.rglob("manifest.json") if "-tokens-" in p.parent.name
+    )
+    assert len(entries) == 2 and not [p for p in tmp_path.rglob(".*") if "tmp" in p.name]
+    train = ctx.tokens("train")
+    assert train[:3].dtype == np.float16
     assert train.shape == (len(ctx.splits["train"]), 16, 32)
     with torch.no_grad():
         first = ctx.encoder.tokens(next(iter(_batches(ctx)))[:3])
