@@ -16,6 +16,8 @@ Under torch.distributed, every rank draws the same order (same seed) and takes r
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,9 +30,25 @@ from djepa_bench.errors import UserError
 FeatureArray = Any  # torch.Tensor | 2-D array-like whose row slices are numpy arrays
 
 
+# Set by local_only(): one rank works alone although a process group exists (eval's
+# protocols run on rank 0 after every rank has extracted its shards).
+_LOCAL_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("local_only", default=False)
+
+
+@contextlib.contextmanager
+def local_only() -> Iterator[None]:
+    """Within the block, streams and reductions ignore torch.distributed (this rank alone)."""
+    token = _LOCAL_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _LOCAL_ONLY.reset(token)
+
+
 def world() -> tuple[int, int]:
-    """(rank, world size) of the default torch.distributed group, (0, 1) without one."""
-    if dist.is_available() and dist.is_initialized():
+    """(rank, world size) of the default torch.distributed group, (0, 1) without one or
+    inside local_only()."""
+    if dist.is_available() and dist.is_initialized() and not _LOCAL_ONLY.get():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
 

@@ -16,10 +16,10 @@ from djepa_bench.shards import open_entry
 
 def _eval(launcher: list[str], cache, out) -> subprocess.CompletedProcess:
     args = [
-        "eval", "--model", "random:nano", "--dataset", "synthetic", "--protocol", "knn",
+        "eval", "--model", "random:nano", "--dataset", "synthetic", "--protocol", "knn,linear",
         "--device", "cpu", "--out", str(out), "--set", f"eval.cache_dir={cache}",
         "--set", "eval.shard_rows=128", "--set", "eval.batch_size=50",
-        "--set", "eval.knn.k=[5,20]",
+        "--set", "eval.knn.k=[5,20]", "--set", "eval.linear.epochs=3",
     ]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.run(
@@ -53,8 +53,10 @@ def test_torchrun_ranks_write_the_one_process_shards_bit_for_bit(tmp_path):
     # train: 1000 images in 8 shards of 128 rows; test: 200 images in 2.
     counts = sorted(json.loads((e / "manifest.json").read_text())["count"] for e in entries)
     assert counts == [200, 1000]
-    values = [
-        [r["value"] for r in read_records(tmp_path / d / "knn.jsonl")] for d in ("one", "ddp")
-    ]
-    assert values[0] == values[1] and len(values[0]) == 4
+    for protocol, count in (("knn", 4), ("linear", 2)):  # linear: rank 0 alone, all rows
+        values = [
+            [r["value"] for r in read_records(tmp_path / d / f"{protocol}.jsonl")]
+            for d in ("one", "ddp")
+        ]
+        assert values[0] == values[1] and len(values[0]) == count, protocol
     assert not [p for p in (tmp_path / "cache-ddp").rglob(".*")]  # no temporary folders

@@ -338,6 +338,10 @@ def _evaluate(
         ctx.features.distributed = False
         if not rank0:
             return None
+        from djepa_bench.row_stream import local_only
+
+        with local_only():  # rank 0 alone: the linear probe must not wait for other ranks
+            return run_protocols(ctx, names, results, _log)
     return run_protocols(ctx, names, results, _log)
 
 
