@@ -66,10 +66,8 @@ else
     SMOKE=() TRAIN_SMOKE=() EVAL_SMOKE=()
     IMAGES=50000 BENCH=(--warmup 10 --steps 30)
 fi
-# EVAL_PRESET: the quick evaluation set; switch to `--eval-preset quick` once it lands.
-EVAL_SET=(--set 'eval.robustness.severities=[1,3,5]' --set eval.robustness.test_subset=2000
-          --set 'eval.denoising.steps=[1,5,10]' --set eval.denoising.sampling_images=64
-          --set eval.lowshot.trials=3 "${EVAL_SMOKE[@]}")
+# The quick evaluation preset (recorded as quick+overrides: robustness on 2,000 test images).
+EVAL_SET=(--eval-preset quick --set eval.robustness.test_subset=2000 "${EVAL_SMOKE[@]}")
 
 stamp "environment and data (device $DEVICE, budget ${BUDGET}s, $SEEDS seeds)"
 $PY - "$DATA_ROOT" <<'EOF' | tee "$OUT/environment.txt"

@@ -206,7 +206,11 @@ class TrainStep:
                 self.cfg,
                 noise=noise,
             )
-        return parts.loss, parts.loss_jepa, parts.loss_diff, parts.loss_reg
+        # The logged parts are copied into one new tensor: inductor folds `loss_jepa + 0` (no
+        # diffusion or regulariser term) into loss_jepa itself, and a graph output that
+        # aliases the differentiated total left the total without a grad_fn.
+        logged = torch.stack((parts.loss_jepa, parts.loss_diff, parts.loss_reg))
+        return parts.loss, logged[0], logged[1], logged[2]
 
     def modules(self) -> dict[str, torch.nn.Module]:
         """The checkpointed modules by their checkpoint key (projector only when built)."""
