@@ -202,6 +202,7 @@ class FeatureSource:
                 self.log(f"{label}: reused cache {path}")
                 return open_entry(path)
         self.misses += 1
+        self.log(f"{label}: extracting {len(split)} images")  # before a possibly long pass
         source = {
             "dataset": split.name, "split": split.split, "images": len(split),
             "source": str(split.source), "subset": _subset_fingerprint(split),

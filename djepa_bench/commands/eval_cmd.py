@@ -6,6 +6,7 @@ small summary table is printed. Frozen features are cached on disk and reused.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import math
@@ -338,21 +339,17 @@ def _evaluate(
         ctx.features.distributed = False
         if not rank0:
             return None
-        from djepa_bench.row_stream import local_only
+    from djepa_bench.row_stream import local_only
 
-        with local_only():  # rank 0 alone: the linear probe must not wait for other ranks
-            return run_protocols(ctx, names, results, _log)
-    return run_protocols(ctx, names, results, _log)
+    # Under torchrun rank 0 runs the protocols alone: the linear probe must not wait for ranks.
+    with local_only() if distributed else contextlib.nullcontext():
+        return run_protocols(ctx, names, results, _log)
 
 
 def _extract(ctx: Any, split: str) -> None:
-    """Clean features of one split, with a line before a (possibly long) extraction."""
-    source = ctx.features
-    if not (source.use_cache and (source.path(split) / "manifest.json").is_file()):
-        images = source.split(split)
-        _log(f"features {images.name}/{split}: extracting {len(images)} images")
+    """Clean features of one split on disk (the feature source says whether it extracts)."""
     start = time.perf_counter()
-    source.array(split)  # written to the on-disk shards, not held in memory
+    ctx.features.array(split)  # written to the on-disk shards, not held in memory
     if time.perf_counter() - start > 1:
         _log(f"features {split}: ready in {time.perf_counter() - start:.0f}s")
 
