@@ -160,9 +160,10 @@ class TrainConfig:
     seed: NonNegativeInt = 0
     device: DeviceName = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
-    # torch.compile the step's forward and loss (one graph, compiled once: needs
-    # mask.context_batching=fixed); compile_mode is torch.compile's mode ("reduce-overhead"
-    # and "max-autotune" replay CUDA graphs on a GPU).
+    # torch.compile the step's forward and loss as one graph, compiled once: with
+    # mask.context_batching=fixed for static shapes, otherwise with symbolic (dynamic) token
+    # counts; compile_mode is torch.compile's mode ("reduce-overhead" and "max-autotune"
+    # replay CUDA graphs on a GPU, which needs fixed shapes).
     compile: bool = False
     compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
     log_every: PositiveInt = 20  # steps between log.jsonl rows
@@ -421,11 +422,12 @@ def check_consistency(cfg: Config) -> None:
             f"optim.ema_start {o.ema_start:g} is above optim.ema_end {o.ema_end:g}; the EMA "
             "momentum rises during training"
         )
-    if cfg.train.compile and cfg.mask.context_batching != "fixed":
+    t = cfg.train
+    if t.compile and t.compile_mode != "default" and cfg.mask.context_batching != "fixed":
         raise UserError(
-            f"train.compile needs mask.context_batching=fixed (static shapes; with "
-            f"{cfg.mask.context_batching} every new context length recompiles); set "
-            "mask.context_batching=fixed or train.compile=false"
+            f"train.compile_mode={t.compile_mode} needs mask.context_batching=fixed (CUDA "
+            f"graphs replay static shapes; with {cfg.mask.context_batching} the token counts "
+            "change every step); set mask.context_batching=fixed or train.compile_mode=default"
         )
     if not cfg.eval.lowshot.shots and not cfg.eval.lowshot.percents:
         raise UserError("eval.lowshot needs shots or percents; e.g. eval.lowshot.shots=[1,5]")

@@ -210,10 +210,20 @@ def test_padded_queries_never_reach_real_outputs():
     torch.testing.assert_close(base.masked[1:, :, :2], unpadded.masked, atol=1e-5, rtol=1e-5)
 
 
-def test_compile_without_static_shapes_is_refused_when_the_config_is_built():
+def test_cuda_graph_modes_without_static_shapes_are_refused_when_the_config_is_built():
     from djepa_bench.config import build_config
 
-    with pytest.raises(UserError, match="train.compile needs mask.context_batching=fixed"):
-        build_config(overrides=["train.compile=true", "mask.context_batching=pad"])
-    cfg = build_config(overrides=["train.compile=true", "mask.context_batching=fixed"])
+    for mode in ("reduce-overhead", "max-autotune"):
+        with pytest.raises(UserError, match=f"compile_mode={mode} needs mask.context_batching"):
+            build_config(
+                overrides=[
+                    "train.compile=true",
+                    f"train.compile_mode={mode}",
+                    "mask.context_batching=pad",
+                ]  # fmt: skip
+            )
+        build_config(overrides=["train.compile=true", f"train.compile_mode={mode}",
+                                "mask.context_batching=fixed"])  # fmt: skip
+    # The default mode compiles "pad" with symbolic token counts (tests/test_compile.py).
+    cfg = build_config(overrides=["train.compile=true", "mask.context_batching=pad"])
     assert cfg.train.compile and cfg.train.compile_mode == "default"

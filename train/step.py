@@ -23,7 +23,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import inspect
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -73,6 +74,20 @@ def uses_bf16(precision: str, device: torch.device) -> bool:
 COMPILE_BACKEND = "inductor"
 
 
+def _symbolic_sizes(compiled: Callable) -> Callable:
+    """`compiled` traced with every size its own symbol: without fixed shapes the token counts
+    vary per step, and duck sizing would tie a count to any size it first equalled (say the
+    batch), then recompile when they part."""
+
+    from torch.fx.experimental import _config as fx_config
+
+    def call(*args):
+        with fx_config.patch(use_duck_shape=False):
+            return compiled(*args)
+
+    return call
+
+
 class TrainStep:
     """Models, optimiser, schedules, masks, noise and precision of one method; call it per step."""
 
@@ -117,9 +132,14 @@ class TrainStep:
         self.cuda_graphs = False
         if cfg.train.compile:
             mode = cfg.train.compile_mode
-            self.losses = torch.compile(
-                self._losses, mode=mode, fullgraph=True, backend=COMPILE_BACKEND
+            compiled = torch.compile(
+                self._losses,
+                mode=mode,
+                fullgraph=True,
+                backend=COMPILE_BACKEND,
+                dynamic=not self.masks_on_device,
             )
+            self.losses = compiled if self.masks_on_device else _symbolic_sizes(compiled)
             self.cuda_graphs = device.type == "cuda" and mode != "default"
 
     @property
@@ -180,6 +200,16 @@ class TrainStep:
         if self.masks_on_device:
             return self.masker(batch, generator_for(seed, "mask", rank, step, device=self.device))
         masks = self.masker(batch, generator_for(seed, "mask", rank, step))
+        if (
+            self.cfg.train.compile
+            and masks.context_valid is None
+            and self.cfg.mask.context_batching == "pad"
+        ):
+            # A compiled "pad" step always gets the validity mask: None when no context is
+            # padded would be a second graph.
+            masks = replace(
+                masks, context_valid=torch.ones_like(masks.context_idx, dtype=torch.bool)
+            )
         return masks.to(self.device)
 
     def _losses(
