@@ -214,16 +214,10 @@ def test_cuda_graph_modes_without_static_shapes_are_refused_when_the_config_is_b
     from djepa_bench.config import build_config
 
     for mode in ("reduce-overhead", "max-autotune"):
+        compiled = ["train.compile=true", f"train.compile_mode={mode}"]
         with pytest.raises(UserError, match=f"compile_mode={mode} needs mask.context_batching"):
-            build_config(
-                overrides=[
-                    "train.compile=true",
-                    f"train.compile_mode={mode}",
-                    "mask.context_batching=pad",
-                ]  # fmt: skip
-            )
-        build_config(overrides=["train.compile=true", f"train.compile_mode={mode}",
-                                "mask.context_batching=fixed"])  # fmt: skip
+            build_config(overrides=[*compiled, "mask.context_batching=pad"])
+        build_config(overrides=[*compiled, "mask.context_batching=fixed"])
     # The default mode compiles "pad" with symbolic token counts (tests/test_compile.py).
     cfg = build_config(overrides=["train.compile=true", "mask.context_batching=pad"])
     assert cfg.train.compile and cfg.train.compile_mode == "default"

@@ -132,14 +132,11 @@ class TrainStep:
         self.cuda_graphs = False
         if cfg.train.compile:
             mode = cfg.train.compile_mode
+            static = cfg.mask.context_batching == "fixed"
             compiled = torch.compile(
-                self._losses,
-                mode=mode,
-                fullgraph=True,
-                backend=COMPILE_BACKEND,
-                dynamic=not self.masks_on_device,
+                self._losses, mode=mode, fullgraph=True, backend=COMPILE_BACKEND, dynamic=not static
             )
-            self.losses = compiled if self.masks_on_device else _symbolic_sizes(compiled)
+            self.losses = compiled if static else _symbolic_sizes(compiled)
             self.cuda_graphs = device.type == "cuda" and mode != "default"
 
     @property
