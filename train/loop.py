@@ -441,6 +441,7 @@ class Trainer:
             wall_s=round(self.elapsed(), 2),
             rank_fingerprints=fingerprints,
         )
+        barrier(info)  # no rank leaves the group while another still writes or gathers
 
     def _loop(self, log: TrainingLog, flag: _SignalFlag, shown: Display) -> None:
         cfg, info = self.cfg, self.info
@@ -563,6 +564,7 @@ def train_run(
     created_group = info.distributed
     run_dir = Path(out_dir)
     lock = RunDirLock(run_dir) if info.is_main else None
+    trainer = None
     try:
         lock_error = None
         if lock is not None:
@@ -580,5 +582,8 @@ def train_run(
     finally:
         if lock is not None:
             lock.release(remove_if_unused=True)
+        # DDP's reducer and its gloo work objects go before the group they use: left for
+        # interpreter exit, gloo's threads can abort the finished process (SIGABRT).
+        trainer = None
         if created_group:
             cleanup_distributed()
