@@ -36,6 +36,13 @@ def test_several_models_share_the_decoded_data_and_get_a_folder_each(run_cli, tm
     assert header[:2] == ["run", "protocol"] and "random:nano" in res.out
 
 
+def test_the_log_names_a_run_by_its_method_not_the_checkpoint_format(run_cli, tmp_path):
+    run, _, _ = write_tiny_run(tmp_path / "ijepa-s0", method="ijepa", seed=0)
+    res = run_cli("eval", "--ckpt", run, "--set", "eval.knn.k=[5]")
+    assert res.code == 0, res.err
+    assert "eval ijepa-s0 (ijepa run, encoder=target, pool=mean)" in res.err  # was "(djepa, "
+
+
 def test_ckpt_repeated_or_globbed_keeps_each_runs_results(run_cli, tmp_path):
     runs = [write_tiny_run(tmp_path / "runs" / f"djepa-s{seed}", seed=seed)[0] for seed in (1, 2)]
     res = run_cli("eval", "--ckpt", str(tmp_path / "runs" / "djepa-s*"), "--set",

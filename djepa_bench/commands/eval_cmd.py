@@ -298,6 +298,14 @@ def eval_command(
         print_table(written)
 
 
+def _subject_label(subject: Any) -> str:
+    """How the eval log names a subject: a trained run by its method ("ijepa run"), a
+    reference model by its kind ("random", "timm"), so an I-JEPA run never reads "djepa"."""
+    if subject.kind == "djepa":
+        return f"{subject.identity.method} run"
+    return subject.kind
+
+
 def _evaluate(
     subject: Any, names: list[str], results: Path, info: Any, data: dict, tag: str
 ) -> list[dict[str, Any]] | None:
@@ -323,7 +331,8 @@ def _evaluate(
     splits, enc = ctx.splits, ctx.encoder
     norm = " (model's own normalisation)" if enc.input_norm else ""
     _log(
-        f"eval {tag}{subject.identity.run} ({subject.kind}, encoder={enc.which}, pool={enc.pool}"
+        f"eval {tag}{subject.identity.run} ({_subject_label(subject)}, encoder={enc.which}, "
+        f"pool={enc.pool}"
         f"{norm}) on {ctx.dataset} [{len(splits['train'])} train / {len(splits['test'])} test] "
         f"device={dev}"
     )
