@@ -240,7 +240,7 @@ def eval_command(
     Progress is one line per stage on stderr (bars only on a terminal); the summary table
     goes to stdout.
     """
-    from djepa_bench.distributed import setup_distributed
+    from djepa_bench.distributed import barrier, cleanup_distributed, setup_distributed
     from djepa_bench.encoders import check_pool, load_subject
     from djepa_bench.eval_protocols.corruptions.core import resolve_severities
 
@@ -290,10 +290,16 @@ def eval_command(
     info = setup_distributed(subjects[0].config.eval.device)
     written: list[dict[str, Any]] = []
     data: dict[tuple, Any] = {}  # decoded splits, shared by subjects on the same data
-    for number, (subject, results) in enumerate(zip(subjects, folders, strict=True), 1):
-        tag = f"[{number}/{len(subjects)}] " if len(subjects) > 1 else ""
-        records = _evaluate(subject, names, results, info, data, tag)
-        written.extend(records or [])
+    try:
+        for number, (subject, results) in enumerate(zip(subjects, folders, strict=True), 1):
+            tag = f"[{number}/{len(subjects)}] " if len(subjects) > 1 else ""
+            records = _evaluate(subject, names, results, info, data, tag)
+            written.extend(records or [])
+        barrier(info)  # no rank leaves (and tears the group down) while another still writes
+    finally:
+        # Like training: a process group left to interpreter exit can abort a finished rank.
+        if info.distributed:
+            cleanup_distributed()
     if info.is_main:
         print_table(written)
 
