@@ -564,7 +564,6 @@ def train_run(
     created_group = info.distributed
     run_dir = Path(out_dir)
     lock = RunDirLock(run_dir) if info.is_main else None
-    trainer = None
     try:
         lock_error = None
         if lock is not None:

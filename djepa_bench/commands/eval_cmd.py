@@ -338,8 +338,8 @@ def _evaluate(
     norm = " (model's own normalisation)" if enc.input_norm else ""
     _log(
         f"eval {tag}{subject.identity.run} ({_subject_label(subject)}, encoder={enc.which}, "
-        f"pool={enc.pool}"
-        f"{norm}) on {ctx.dataset} [{len(splits['train'])} train / {len(splits['test'])} test] "
+        f"pool={enc.pool}{norm}) on {ctx.dataset} "
+        f"[{len(splits['train'])} train / {len(splits['test'])} test] "
         f"device={dev}"
     )
     needed = {s for name in names for s in get_protocol(name).feature_splits}
