@@ -39,6 +39,7 @@ Method = Literal["ijepa", "djepa"]
 # ViT sizes of model.size: (width, depth, heads); model.embed_dim/depth/num_heads override.
 ENCODER_SIZES = {
     "nano": (128, 6, 4),
+    "micro": (192, 6, 6),  # tiny's width at nano's depth: cifar10-cpu's encoder
     "tiny": (192, 12, 3),
     "small": (384, 12, 6),
     "base": (768, 12, 12),
@@ -53,7 +54,7 @@ Momentum = Annotated[float, Range(ge=0, le=1)]
 class ModelConfig:
     """ViT encoder and predictor sizes."""
 
-    size: Literal["nano", "tiny", "small", "base"] = "nano"  # see ENCODER_SIZES
+    size: Literal["nano", "micro", "tiny", "small", "base"] = "nano"  # see ENCODER_SIZES
     patch_size: PositiveInt = 4
     embed_dim: PositiveInt | None = None  # overrides the size's width when set
     depth: PositiveInt | None = None  # overrides the size's depth when set

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 TINY_TRAIN = [
-    "--set", "model.embed_dim=32", "--set", "model.depth=1", "--set", "model.num_heads=2",
+    "--set", "model.size=micro", "--set", "model.embed_dim=32", "--set", "model.depth=1",
+    "--set", "model.num_heads=2",
     "--set", "model.predictor_dim=32", "--set", "model.predictor_depth=1",
     "--set", "model.predictor_heads=2", "--set", "model.patch_size=4",
     "--set", "diffusion.timesteps=50", "--set", "train.monitor=false",
@@ -38,6 +39,8 @@ def test_demo_trains_evaluates_every_protocol_and_reports(run_cli, tmp_path):
         assert not (out / "floors" / floor / "denoising.jsonl").exists()  # no predictor
     report = (out / "report" / "report.md").read_text()
     assert "I-JEPA" in report and "D-JEPA" in report and "raw pixels" in report
+    # The random floor is built and named after the runs' ViT size, not a fixed one.
+    assert "random init (micro)" in report and "random init (nano)" not in report
     assert (out / "report" / "figures" / "denoising.png").is_file()
     assert "demo finished" in result.out
 

@@ -147,7 +147,7 @@ def test_group_modulation_matches_per_token_adaln_and_spares_leading_tokens():
 
 
 def test_bad_sizes_are_user_errors():
-    with pytest.raises(UserError, match="'model.size' must be one of nano, tiny"):
+    with pytest.raises(UserError, match="'model.size' must be one of nano, micro, tiny"):
         build_config(overrides=["model.size=huge"])
     with pytest.raises(UserError, match="patch_size"):  # depends on the data's image size
         build_encoder(ModelConfig(size="nano", patch_size=5), 32, 3)

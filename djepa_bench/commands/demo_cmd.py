@@ -125,11 +125,14 @@ def demo_command(
     run_dirs = _train_all(preset, list(range(seeds)), epochs, list(overrides or []), runs)
 
     jobs = [({"ckpt": d}, d / "results", d.name) for d in run_dirs]
-    # The floors share the runs' data and encoder shape (the preset's model section).
-    floor_set = [f"data.dataset={_run_dataset(run_dirs[0])}", *list(overrides or []), *eval_set]
+    # The floors share the runs' data and encoder shape (the preset's model section); the
+    # random floor is named after the runs' ViT size, so its report row says which.
+    trained = _run_checkpoint(run_dirs[0])
+    random_model = f"random:{trained['config']['model']['size']}"
+    floor_set = [f"data.dataset={trained['data']['dataset']}", *list(overrides or []), *eval_set]
     jobs += [
         ({"model": "pixels"}, floors / "pixels", "raw-pixel floor"),
-        ({"model": "random:nano"}, floors / "random", "random-init floor"),
+        ({"model": random_model}, floors / "random", "random-init floor"),
     ]
     for number, (subject, results, label) in enumerate(jobs, 1):
         _stage(f"[eval {number}/{len(jobs)}] {label}: {', '.join(names)}")
@@ -144,10 +147,11 @@ def demo_command(
     typer.echo(f"demo finished in {elapsed / 60:.1f} min: open {report_dir / 'report.md'}")
 
 
-def _run_dataset(run_dir: Path) -> str:
+def _run_checkpoint(run_dir: Path) -> dict:
+    """A trained run's checkpoint: its data entry and the config it was trained with."""
     from djepa_bench.checkpoint import load_checkpoint
 
-    return load_checkpoint(run_dir)["data"]["dataset"]
+    return load_checkpoint(run_dir)
 
 
 def _floor_overrides(preset: str, extra: list[str]) -> list[str]:
