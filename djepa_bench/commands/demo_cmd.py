@@ -109,6 +109,7 @@ def demo_command(
     Needs no internet and no GPU; about 9 minutes on 2 CPU cores. Re-running continues an
     interrupted demo: finished runs and evaluations in --out are reused.
     """
+    from djepa_bench.checkpoint import load_checkpoint
     from djepa_bench.commands.eval_cmd import _protocol_names
     from djepa_bench.presets import eval_preset_overrides
     from djepa_bench.reports.build import build_report
@@ -127,7 +128,7 @@ def demo_command(
     jobs = [({"ckpt": d}, d / "results", d.name) for d in run_dirs]
     # The floors share the runs' data and encoder shape (the preset's model section); the
     # random floor is named after the runs' ViT size, so its report row says which.
-    trained = _run_checkpoint(run_dirs[0])
+    trained = load_checkpoint(run_dirs[0], mmap=True)  # only its config and data entries
     random_model = f"random:{trained['config']['model']['size']}"
     floor_set = [f"data.dataset={trained['data']['dataset']}", *list(overrides or []), *eval_set]
     jobs += [
@@ -145,13 +146,6 @@ def demo_command(
     _log(f"{len(report.figures)} figures; skipped: {len(report.skipped)}")
     elapsed = time.perf_counter() - start
     typer.echo(f"demo finished in {elapsed / 60:.1f} min: open {report_dir / 'report.md'}")
-
-
-def _run_checkpoint(run_dir: Path) -> dict:
-    """A trained run's checkpoint: its data entry and the config it was trained with."""
-    from djepa_bench.checkpoint import load_checkpoint
-
-    return load_checkpoint(run_dir)
 
 
 def _floor_overrides(preset: str, extra: list[str]) -> list[str]:
